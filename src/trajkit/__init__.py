@@ -1,0 +1,3 @@
+"""trajkit: teach LLM agents from trajectories."""
+
+__version__ = "0.1.0"
