@@ -48,3 +48,34 @@ class Env(Protocol):
     def step(self, action_text: str) -> StepResult: ...
 
     def close(self) -> None: ...
+
+
+def episode_prefix(instruction: str, first_observation: str) -> list:
+    """The opening turns of a text-env episode, in ETO's layout.
+
+    ETO data opens with the env's instruction as a user turn, the agent's "OK", then the task
+    (initial observation + goal). Experts and rollouts both start from this, so their prompts
+    cannot drift apart.
+    """
+    from trajkit.data.schema import AGENT, TASK, Turn
+
+    return [Turn(TASK, instruction), Turn(AGENT, "OK"), Turn(TASK, first_observation)]
+
+
+def observation_turn(text: str, image: str | None = None):
+    """An environment observation as a turn, prefixed the way ETO's data writes it."""
+    from trajkit.data.schema import OBSERVATION, Turn
+
+    return Turn(OBSERVATION, f"Observation: {text}", image=image)
+
+
+def parse_react_action(agent_text: str) -> str:
+    """The action an agent turn asks for: the text after the last `Action:`.
+
+    A turn without `Action:` is passed on whole (stripped), so the env answers it as an invalid
+    action instead of the rollout failing.
+    """
+    marker = "Action:"
+    idx = agent_text.rfind(marker)
+    action = agent_text[idx + len(marker) :] if idx >= 0 else agent_text
+    return action.strip().splitlines()[0].strip() if action.strip() else ""
