@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from trajkit.cli.app import UsageError, app
-
 # Importing a module registers its commands on `app`.
 from trajkit.cli import data as _data  # noqa: E402,F401
 from trajkit.cli import env as _env  # noqa: E402,F401
 from trajkit.cli import gui as _gui  # noqa: E402,F401
 from trajkit.cli import train as _train  # noqa: E402,F401
+from trajkit.cli.app import UsageError, app
 
 
 def main() -> None:

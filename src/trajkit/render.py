@@ -1,0 +1,342 @@
+"""The one renderer: a trajectory becomes token ids plus a per-token loss mask.
+
+Every consumer goes through here: SFT batches, both sides of a DPO pair, and the prompt a rollout
+samples from. A chat template is a small function from turns to *segments* (text, trained?);
+each segment is tokenized on its own and the ids are concatenated. Tokenizing per segment makes
+the mask exact (no offset mapping, no guessing where a turn starts) and makes a rollout prompt an
+exact prefix of the full rendering, so what was sampled is what gets trained. A sampled agent turn
+carries the exact ids the sampler produced; those are used verbatim, never re-tokenized.
+
+Templates: `llama2` (ETO's `[INST]` layout), `chatml` / `qwen2` (with AGUVIS `<|recipient|>`
+routing and `<|diff_marker|>`), `llama3`, `tiny` (the built-in tiny model's own), and `hf`, which
+defers to a tokenizer's own chat template with `{% generation %}` markers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from trajkit.data.schema import AGENT, SYSTEM, Trajectory, Turn
+
+RECIPIENT = "<|recipient|>"
+DIFF_MARKER = "<|diff_marker|>"
+IMAGE_PLACEHOLDER = "<image>"
+QWEN_VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+
+
+class RenderError(ValueError):
+    """A trajectory that cannot become a training sample, with the record named."""
+
+
+@dataclass
+class Segment:
+    text: str
+    trained: bool
+    token_ids: list[int] | None = None  # exact ids to use instead of tokenizing `text`
+    close: str | None = None  # the end-of-turn text a sampled turn must end with
+
+
+@dataclass
+class Rendered:
+    id: str
+    input_ids: list[int]
+    loss_mask: list[int]
+    segments: list[Segment] = field(default_factory=list)
+
+    @property
+    def n_trained(self) -> int:
+        return sum(self.loss_mask)
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A chat layout as plain functions of turns; no tokenizer knowledge here.
+
+    `assistant_header` is the untrained text that opens an agent turn (and ends a generation
+    prompt); `end_of_turn` is what the agent emits to stop, trained with the turn.
+    """
+
+    name: str
+    segments: Callable[[Sequence[Turn]], list[Segment]]
+    assistant_header: str
+    end_of_turn: str
+    special_tokens: tuple[str, ...]
+
+
+def _user_side(turns: Sequence[Turn]) -> list[list[Turn]]:
+    """Group turns into runs: consecutive non-agent turns together, each agent turn alone."""
+    runs: list[list[Turn]] = []
+    for turn in turns:
+        if turn.role != AGENT and runs and runs[-1][0].role != AGENT:
+            runs[-1].append(turn)
+        else:
+            runs.append([turn])
+    return runs
+
+
+def _agent_segment(turn: Turn, text: str, end: str) -> Segment:
+    if turn.token_ids is None:
+        return Segment(text + end, trained=turn.trained)
+    return Segment(text + end, trained=turn.trained, token_ids=list(turn.token_ids), close=end)
+
+
+# --- Llama-2 [INST], the layout ETO trains with --------------------------------------------------
+def _llama2(turns: Sequence[Turn]) -> list[Segment]:
+    segs: list[Segment] = []
+    for run in _user_side(turns):
+        if run[0].role == AGENT:
+            segs.append(_agent_segment(run[0], " " + run[0].text, " </s>"))
+            continue
+        system = "\n\n".join(t.text for t in run if t.role == SYSTEM)
+        user = "\n\n".join(t.text for t in run if t.role != SYSTEM)
+        body = f"<<SYS>>\n{system}\n<</SYS>>\n\n{user}" if system else user
+        segs.append(Segment(f"<s>[INST] {body} [/INST]", trained=any(t.trained for t in run)))
+    return segs
+
+
+LLAMA2 = ChatTemplate("llama2", _llama2, " [/INST]", " </s>", ("<s>", "</s>"))
+
+
+# --- ChatML / Qwen2, with AGUVIS recipient routing ------------------------------------------------
+_CHATML_ROLE = {"system": "system", "task": "user", "observation": "user", "agent": "assistant"}
+
+
+def _chatml_content(turn: Turn) -> str:
+    # Qwen2-VL writes an image as a vision span where the data has an `<image>` placeholder.
+    return turn.text.replace(IMAGE_PLACEHOLDER, QWEN_VISION) if turn.image else turn.text
+
+
+def _chatml(turns: Sequence[Turn]) -> list[Segment]:
+    segs: list[Segment] = []
+    for turn in turns:
+        role = _CHATML_ROLE[turn.role]
+        if turn.role != AGENT:
+            text = f"<|im_start|>{role}\n{_chatml_content(turn)}<|im_end|>\n"
+            segs.append(Segment(text, trained=turn.trained))
+            continue
+        end = DIFF_MARKER if turn.end_turn else "<|im_end|>"
+        if turn.recipient is not None:
+            # The recipient name is the model's choice in self-plan mode, so it is trained.
+            segs.append(Segment(f"<|im_start|>assistant{RECIPIENT}", trained=False))
+            segs.append(_agent_segment(turn, f"{turn.recipient}\n{turn.text}", end))
+        else:
+            segs.append(Segment("<|im_start|>assistant\n", trained=False))
+            segs.append(_agent_segment(turn, turn.text, end))
+        segs.append(Segment("\n", trained=False))
+    return segs
+
+
+CHATML = ChatTemplate(
+    "chatml",
+    _chatml,
+    "<|im_start|>assistant\n",
+    "<|im_end|>",
+    (
+        "<|im_start|>",
+        "<|im_end|>",
+        RECIPIENT,
+        DIFF_MARKER,
+        "<|vision_start|>",
+        "<|image_pad|>",
+        "<|vision_end|>",
+    ),
+)
+
+
+# --- Llama-3 --------------------------------------------------------------------------------------
+def _llama3(turns: Sequence[Turn]) -> list[Segment]:
+    segs = [Segment("<|begin_of_text|>", trained=False)]
+    for turn in turns:
+        role = _CHATML_ROLE[turn.role]
+        header = f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+        if turn.role == AGENT:
+            segs.append(Segment(header, trained=False))
+            segs.append(_agent_segment(turn, turn.text, "<|eot_id|>"))
+        else:
+            segs.append(Segment(f"{header}{turn.text}<|eot_id|>", trained=turn.trained))
+    return segs
+
+
+LLAMA3 = ChatTemplate(
+    "llama3",
+    _llama3,
+    "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "<|eot_id|>",
+    ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+)
+
+
+# --- The built-in tiny model's own layout ---------------------------------------------------------
+_TINY_ROLE = {"system": "<|system|>", "task": "<|user|>", "observation": "<|user|>", "agent": "<|agent|>"}
+
+
+def _tiny(turns: Sequence[Turn]) -> list[Segment]:
+    segs = [Segment("<|bos|>", trained=False)]
+    for turn in turns:
+        if turn.role == AGENT:
+            segs.append(Segment("<|agent|>\n", trained=False))
+            segs.append(_agent_segment(turn, turn.text, "<|end|>"))
+            segs.append(Segment("\n", trained=False))
+        else:
+            segs.append(Segment(f"{_TINY_ROLE[turn.role]}\n{turn.text}<|end|>\n", trained=turn.trained))
+    return segs
+
+
+TINY = ChatTemplate(
+    "tiny", _tiny, "<|agent|>\n", "<|end|>", ("<|bos|>", "<|system|>", "<|user|>", "<|agent|>", "<|end|>")
+)
+
+TEMPLATES: dict[str, ChatTemplate] = {
+    "llama2": LLAMA2,
+    "chatml": CHATML,
+    "qwen2": CHATML,
+    "llama3": LLAMA3,
+    "tiny": TINY,
+}
+TEMPLATE_NAMES = (*TEMPLATES, "hf")
+
+# The tiny model's template as a Jinja chat template, with generation markers, so HF's
+# `apply_chat_template(..., return_assistant_tokens_mask=True)` and TRL agree with `render`.
+TINY_JINJA = (
+    "{{ '<|bos|>' }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'assistant' %}"
+    "{{ '<|agent|>\\n' }}{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% elif message['role'] == 'system' %}{{ '<|system|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{% else %}{{ '<|user|>\\n' + message['content'] + '<|end|>\\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|agent|>\\n' }}{% endif %}"
+)
+
+
+def get_template(name: str) -> ChatTemplate:
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise RenderError(f"unknown template {name!r}; choose one of {', '.join(TEMPLATE_NAMES)}") from None
+
+
+def to_chat_messages(turns: Sequence[Turn]) -> list[dict[str, str]]:
+    """Turns as HF chat messages (system/user/assistant)."""
+    return [{"role": _CHATML_ROLE[t.role], "content": t.text} for t in turns]
+
+
+class Renderer:
+    """Binds a template to a tokenizer. `render` for training, `prompt_ids` for sampling."""
+
+    def __init__(self, tokenizer: Any, template: str = "tiny"):
+        self.tokenizer = tokenizer
+        self.template_name = template
+        self.template = None if template == "hf" else get_template(template)
+        self._cache: dict[str, list[int]] = {}
+
+    def encode(self, text: str) -> list[int]:
+        ids = self._cache.get(text)
+        if ids is None:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if len(text) < 64:  # headers and end markers repeat in every sample
+                self._cache[text] = ids
+        return ids
+
+    @property
+    def end_of_turn_ids(self) -> list[int]:
+        if self.template is None:
+            return [self.tokenizer.eos_token_id]
+        return self.encode(self.template.end_of_turn)
+
+    def _tokenize(self, record_id: str, segments: list[Segment]) -> Rendered:
+        ids: list[int] = []
+        mask: list[int] = []
+        for seg in segments:
+            if seg.token_ids is not None:
+                seg_ids = list(seg.token_ids)
+                # A sampled turn cut off by the token limit never emitted its end-of-turn; close it
+                # so the sample keeps the template's structure.
+                close = self.encode(seg.close or "")
+                if close and seg_ids[-len(close) :] != close:
+                    seg_ids += close
+            else:
+                seg_ids = self.encode(seg.text)
+            ids.extend(seg_ids)
+            mask.extend([int(seg.trained)] * len(seg_ids))
+        return Rendered(record_id, ids, mask, segments)
+
+    def render(self, trajectory: Trajectory, *, require_trained: bool = True) -> Rendered:
+        if not trajectory.turns:
+            raise RenderError(f"record {trajectory.id!r}: no turns to render")
+        if self.template is None:
+            out = self._render_hf(trajectory)
+        else:
+            out = self._tokenize(trajectory.id, self.template.segments(trajectory.turns))
+        if require_trained and out.n_trained == 0:
+            raise RenderError(
+                f"record {trajectory.id!r}: empty loss mask (no trained agent tokens); "
+                "a sample with nothing to learn is refused rather than silently skipped"
+            )
+        return out
+
+    def prompt_ids(self, turns: Sequence[Turn], assistant_header: str | None = None) -> list[int]:
+        """Ids of `turns` followed by the opening of a new agent turn: what the sampler continues.
+
+        This is, token for token, the prefix the full rendering will have once the sampled turn
+        is appended, so stored rollouts train on exactly what was sampled.
+        """
+        if self.template is None:
+            return list(
+                self.tokenizer.apply_chat_template(
+                    to_chat_messages(turns), tokenize=True, add_generation_prompt=True, return_dict=False
+                )
+            )
+        out = self._tokenize("prompt", self.template.segments(turns)) if turns else Rendered("prompt", [], [])
+        header = self.template.assistant_header if assistant_header is None else assistant_header
+        if self.template is LLAMA2:
+            # Llama-2 closes the user block with " [/INST]" already; the agent text starts with " ".
+            return out.input_ids
+        return out.input_ids + self.encode(header)
+
+    def _render_hf(self, trajectory: Trajectory) -> Rendered:
+        tok = self.tokenizer
+        if any(t.token_ids is not None for t in trajectory.turns):
+            raise RenderError(
+                f"record {trajectory.id!r}: template 'hf' re-tokenizes text and cannot keep sampled "
+                "token ids; use a built-in template for rollouts"
+            )
+        enc = tok.apply_chat_template(
+            to_chat_messages(trajectory.turns),
+            tokenize=True,
+            return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+        ids = list(enc["input_ids"])
+        mask = [int(m) for m in enc["assistant_masks"]]
+        if not any(mask) and trajectory.agent_turns:
+            raise RenderError(
+                f"record {trajectory.id!r}: the tokenizer's chat template marks no assistant tokens; "
+                "template 'hf' needs {% generation %} markers"
+            )
+        segments: list[Segment] = []
+        start = 0
+        for i in range(1, len(ids) + 1):
+            if i == len(ids) or mask[i] != mask[start]:
+                segments.append(Segment(tok.decode(ids[start:i]), trained=bool(mask[start])))
+                start = i
+        return Rendered(trajectory.id, ids, mask, segments)
+
+
+def render(trajectory: Trajectory, template: str, tokenizer: Any) -> tuple[list[int], list[int]]:
+    """Shortcut: `(input_ids, loss_mask)` of one trajectory."""
+    out = Renderer(tokenizer, template).render(trajectory)
+    return out.input_ids, out.loss_mask
+
+
+def show(rendered: Rendered, color: bool = True) -> str:
+    """The rendered text with trained spans in green and untrained spans in red (or [[...]])."""
+    parts = []
+    for seg in rendered.segments:
+        if color:
+            parts.append(f"\x1b[{'32' if seg.trained else '31'}m{seg.text}\x1b[0m")
+        else:
+            parts.append(f"[[{seg.text}]]" if seg.trained else seg.text)
+    return "".join(parts)
