@@ -1,0 +1,240 @@
+"""Multi-turn DPO on TRL, counting the agent's own tokens only.
+
+TRL's DPO treats every token after the shared prompt as completion, so observation turns and role
+headers inside `chosen`/`rejected` would count in each side's log-prob (about half the tokens of a
+multi-turn episode). Here each side is rendered by our renderer, its loss mask becomes TRL's
+`completion_mask`, and the sequence log-prob is the sum over agent tokens only. This subclasses a
+few TRL internals (`_prepare_dataset`, the collator, the signature columns): TRL is pinned in the
+set-up and `tests/test_dpo.py` checks the spans and a hand-computed log-prob, so an upgrade that
+changes them fails loudly.
+
+Reference log-probs are computed once per round, before training, by TRL's precompute pass (which
+goes through our collator, so it is masked the same way) and cached next to the round's data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trajkit.data.schema import Turn
+from trajkit.policy.models import LoraSpec
+
+
+@dataclass
+class DPORecipe:
+    """Everything `trajkit dpo` needs. Every key can be set in YAML or with `--set key=value`."""
+
+    model: str  # the policy at the start of the round
+    pairs: list[str]  # pair files written by `trajkit pairs`
+    output_dir: str
+    ref_model: str | None = None  # None: the starting policy itself (ETO); or e.g. the SFT model
+    template: str | None = None
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    nll_weight: float = 0.0  # > 0 adds an NLL term on the chosen side's agent tokens
+    epochs: float = 3.0
+    max_steps: int = -1
+    learning_rate: float = 1e-6
+    lr_scheduler: str = "cosine"
+    warmup: float = 0.1
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 4096
+    lora: LoraSpec | None = None
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 1
+    seed: int = 0
+    dtype: str = "auto"
+    resume: bool = True
+    extra_args: dict[str, Any] = field(default_factory=dict)
+
+
+def turns_from_dicts(items: list[dict[str, Any]]) -> list[Turn]:
+    return [Turn.from_dict(t) for t in items]
+
+
+def tokenize_pair(pair: dict[str, Any], renderer) -> dict[str, Any]:
+    """One pair as `prompt_ids` + per-side ids and agent-token masks (the prompt is never trained)."""
+    from trajkit.data.schema import Trajectory
+
+    prompt = turns_from_dicts(pair["prompt"])
+    prompt_ids = renderer.prompt_ids(prompt)
+    out: dict[str, Any] = {"prompt_ids": prompt_ids}
+    for side in ("chosen", "rejected"):
+        traj = Trajectory(f"{pair.get('task_id', '?')}:{side}", prompt + turns_from_dicts(pair[side]))
+        rendered = renderer.render(traj)
+        if rendered.input_ids[: len(prompt_ids)] != prompt_ids:
+            raise ValueError(f"pair {pair.get('task_id')!r}: {side} does not start with the shared prompt")
+        mask = rendered.loss_mask[len(prompt_ids) :]
+        if not any(mask):
+            raise ValueError(f"pair {pair.get('task_id')!r}: {side} has no agent tokens to score")
+        out[f"{side}_ids"] = rendered.input_ids[len(prompt_ids) :]
+        out[f"{side}_mask"] = mask
+    return out
+
+
+def build_pair_dataset(pairs: list[dict[str, Any]], renderer, max_length: int):
+    from datasets import Dataset
+
+    rows = [tokenize_pair(p, renderer) for p in pairs]
+    for pair, row in zip(pairs, rows, strict=True):
+        longest = len(row["prompt_ids"]) + max(len(row["chosen_ids"]), len(row["rejected_ids"]))
+        if longest > max_length:
+            raise ValueError(
+                f"pair {pair.get('task_id')!r}: {longest} tokens exceed max_length={max_length}; "
+                "raise max_length (cutting would drop agent turns silently)"
+            )
+    return Dataset.from_list(rows)
+
+
+def masked_trainer_classes():
+    """The collator and trainer subclasses, built lazily so importing this module stays light."""
+    import torch
+    from trl import DPOTrainer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+    from trl.trainer.utils import pad
+
+    class MaskedPreferenceCollator(DataCollatorForPreference):
+        """TRL's preference collator, with `completion_mask` = our agent-token masks."""
+
+        def torch_call(self, examples):
+            batch = super().torch_call(examples)
+            masks = [[0] * len(e["prompt_ids"]) + list(e["chosen_mask"]) for e in examples]
+            masks += [[0] * len(e["prompt_ids"]) + list(e["rejected_mask"]) for e in examples]
+            if self.max_length is not None:
+                masks = [m[: self.max_length] for m in masks]
+            tensors = [torch.tensor(m, dtype=torch.long) for m in masks]
+            padded = pad(
+                tensors, padding_value=0, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of
+            )
+            width = batch["input_ids"].shape[1]
+            batch["completion_mask"] = padded[:, :width]
+            return batch
+
+    class MaskedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" in dataset.column_names and "chosen_mask" in dataset.column_names:
+                return dataset  # already rendered and masked by trajkit
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            for col in ("chosen_mask", "rejected_mask"):
+                if col not in self._signature_columns:
+                    self._signature_columns.append(col)
+
+    return MaskedPreferenceCollator, MaskedDPOTrainer
+
+
+def load_pairs(paths: list[str]) -> list[dict[str, Any]]:
+    pairs: list[dict[str, Any]] = []
+    for path in paths:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    pair = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{lineno}: not JSON ({err.msg}, column {err.colno})") from None
+                for key in ("prompt", "chosen", "rejected"):
+                    if not isinstance(pair.get(key), list):
+                        raise ValueError(f"{path}:{lineno}:{key}: expected a list of turns")
+                pairs.append(pair)
+    return pairs
+
+
+def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Path:
+    """Train on the pairs and save the new policy to `{output_dir}/model`; returns that folder."""
+    from datasets import load_from_disk
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import DPOConfig
+
+    from trajkit.policy.models import ModelSpec, load_policy
+    from trajkit.render import Renderer
+    from trajkit.train.sft import ThroughputCallback, training_device_args
+
+    out_dir = Path(recipe.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model, tokenizer, template = load_policy(
+        ModelSpec(recipe.model, recipe.template, recipe.dtype, recipe.lora)
+    )
+    pairs = load_pairs(recipe.pairs) if pairs is None else pairs
+    if not pairs:
+        raise ValueError(f"no pairs to train on in {recipe.pairs}")
+
+    # Saved to disk so TRL's reference log-prob pass caches its result beside it (once per round).
+    data_dir = out_dir / "pairs_dataset"
+    if not (data_dir / "dataset_info.json").is_file():
+        dataset = build_pair_dataset(pairs, Renderer(tokenizer, template), recipe.max_length)
+        tmp = out_dir / ".pairs_dataset.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        dataset.save_to_disk(str(tmp))
+        os.replace(tmp, data_dir)
+    dataset = load_from_disk(str(data_dir))
+
+    ref_model = None
+    if recipe.ref_model and recipe.ref_model != recipe.model:
+        ref_model, _, _ = load_policy(ModelSpec(recipe.ref_model, template, recipe.dtype), trainable=False)
+    elif recipe.lora is None:
+        # TRL cannot rebuild a reference from a model object; give it a frozen copy of the start policy.
+        ref_model, _, _ = load_policy(ModelSpec(recipe.model, template, recipe.dtype), trainable=False)
+
+    loss_types = [recipe.loss_type] + (["sft"] if recipe.nll_weight > 0 else [])
+    loss_weights = [1.0] + ([recipe.nll_weight] if recipe.nll_weight > 0 else [])
+    args = DPOConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        beta=recipe.beta,
+        loss_type=loss_types,
+        loss_weights=loss_weights,
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps,
+        learning_rate=recipe.learning_rate,
+        lr_scheduler_type=recipe.lr_scheduler,
+        warmup_steps=recipe.warmup,
+        per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum,
+        max_length=recipe.max_length,
+        precompute_ref_log_probs=True,
+        logging_steps=recipe.logging_steps,
+        save_steps=recipe.save_steps,
+        save_total_limit=recipe.save_total_limit,
+        seed=recipe.seed,
+        report_to="none",
+        **{**training_device_args(), **recipe.extra_args},
+    )
+    collator_cls, trainer_cls = masked_trainer_classes()
+    trainer = trainer_cls(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=collator_cls(pad_token_id=tokenizer.pad_token_id, max_length=recipe.max_length),
+        callbacks=[ThroughputCallback()],
+    )
+    last = get_last_checkpoint(args.output_dir) if recipe.resume and Path(args.output_dir).is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+
+    final = out_dir / "model"
+    tmp = out_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    to_save = trainer.model.merge_and_unload() if recipe.lora is not None else trainer.model
+    to_save.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta_src = Path(recipe.model) / "trajkit_model.json"
+    meta = json.loads(meta_src.read_text()) if meta_src.is_file() else {}
+    meta["template"] = template
+    (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    (out_dir / "train_log.json").write_text(
+        json.dumps({"log_history": trainer.state.log_history}, indent=2) + "\n"
+    )
+    return final
