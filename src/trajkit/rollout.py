@@ -1,0 +1,230 @@
+"""Batched lock-step rollouts: many episodes advance together, one generation batch per step.
+
+At every step the prompts of all live episodes are rendered (the same renderer as training),
+generated as one batch, and each env is stepped with its episode's action. A finished episode is
+written at once (one JSON line, flushed) and its slot goes to the next pending episode, so a
+killed rollout resumes at the next unfinished episode. An env that crashes or hangs costs that
+episode: it is retried once, then recorded with its error; the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trajkit.data.schema import AGENT, Trajectory, Turn
+from trajkit.envs.base import Env, Task, episode_prefix, observation_turn, parse_react_action
+from trajkit.policy.backends import GenerationBackend, Sampling
+
+
+@dataclass
+class RolloutConfig:
+    n_samples: int = 1  # episodes per task
+    sampling: Sampling = field(default_factory=Sampling)
+    max_steps: int | None = None  # None: each task's own budget
+    batch_size: int = 32  # live episodes at once (= generation batch)
+    max_context: int = 4096  # prompt + new tokens; an episode that would exceed it is ended
+    policy_id: str = "policy"
+
+
+class EpisodeError(RuntimeError):
+    """An env failure that cost one episode."""
+
+
+@dataclass
+class _Live:
+    task: Task
+    sample: int
+    env: Env
+    turns: list[Turn]
+    attempt: int
+    steps: int = 0
+    rewards: list[float] = field(default_factory=list)
+    won: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def episode_id(policy_id: str, task_id: str, sample: int) -> str:
+    return f"{policy_id}/{task_id}/s{sample}"
+
+
+def read_done(path: Path) -> dict[str, Trajectory]:
+    """Episodes already written to `path`. A torn last line (a kill mid-write) is cut off."""
+    done: dict[str, Trajectory] = {}
+    if not path.exists():
+        return done
+    good_bytes = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            try:
+                traj = Trajectory.from_dict(json.loads(raw))
+            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+                break
+            if not raw.endswith(b"\n"):
+                break
+            done[traj.id] = traj
+            good_bytes += len(raw)
+    if good_bytes != path.stat().st_size:
+        with path.open("r+b") as fh:
+            fh.truncate(good_bytes)
+    return done
+
+
+def run_rollouts(
+    tasks: Iterable[Task],
+    envs: list[Env],
+    backend: GenerationBackend,
+    renderer,
+    out_path: str | Path,
+    config: RolloutConfig,
+    progress: Callable[[str], None] | None = None,
+) -> list[Trajectory]:
+    """Roll out every (task, sample) not yet in `out_path`; return all trajectories in the file.
+
+    `envs` are ready env instances (in-process, or worker-process proxies); at most `len(envs)`
+    episodes are live at once, capped by `config.batch_size`.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = read_done(out_path)
+    pending: deque[tuple[Task, int, int]] = deque(
+        (task, s, 0)
+        for task in tasks
+        for s in range(config.n_samples)
+        if episode_id(config.policy_id, task.id, s) not in done
+    )
+    total = len(pending)
+    free_envs = list(envs[: max(1, min(len(envs), config.batch_size))])
+    live: list[_Live] = []
+    finished = 0
+    start = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=len(free_envs)) if len(free_envs) > 1 else None
+    stop_text = renderer.template.end_of_turn if renderer.template is not None else None
+
+    def map_envs(fn, items):
+        return list(pool.map(fn, items)) if pool is not None else [fn(x) for x in items]
+
+    with out_path.open("a", encoding="utf-8") as sink:
+
+        def finish(ep: _Live, error: str | None = None) -> None:
+            nonlocal finished
+            free_envs.append(ep.env)
+            if error is not None and ep.attempt == 0:
+                pending.appendleft((ep.task, ep.sample, 1))  # retried once
+                return
+            traj = _to_trajectory(ep, config, error)
+            sink.write(json.dumps(traj.to_dict(), ensure_ascii=False) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            done[traj.id] = traj
+            finished += 1
+            if progress is not None:
+                rate = finished / max(time.perf_counter() - start, 1e-9)
+                progress(
+                    f"{finished}/{total} episodes ({rate:.2f}/s) last={traj.task_id} reward={traj.reward}"
+                )
+
+        while pending or live:
+            # Fill free slots with pending episodes (resets run in parallel).
+            starting = []
+            while pending and free_envs:
+                task, sample, attempt = pending.popleft()
+                starting.append((task, sample, attempt, free_envs.pop()))
+
+            def reset(item):
+                task, sample, attempt, env = item
+                try:
+                    return item, env.reset(task), None
+                except Exception as err:  # an env failure costs the episode, never the run
+                    return item, None, f"reset failed: {type(err).__name__}: {err}"
+
+            for (task, sample, attempt, env), obs, err in map_envs(reset, starting):
+                ep = _Live(task, sample, env, [], attempt)
+                if err is not None:
+                    finish(ep, err)
+                    continue
+                instruction = getattr(env, "instruction", "")
+                ep.turns = episode_prefix(instruction, obs.text)
+                live.append(ep)
+            if not live:
+                continue
+
+            prompts = [renderer.prompt_ids(ep.turns) for ep in live]
+            too_long = [len(p) + config.sampling.max_new_tokens > config.max_context for p in prompts]
+            for ep, over in zip(list(live), too_long, strict=True):
+                if over:
+                    ep.info["context_exhausted"] = True
+                    live.remove(ep)
+                    finish(ep)
+            prompts = [p for p, over in zip(prompts, too_long, strict=True) if not over]
+            if not live:
+                continue
+            completions = backend.generate(prompts, config.sampling)
+
+            for ep, ids in zip(live, completions, strict=True):
+                text = renderer.tokenizer.decode(ids, skip_special_tokens=False)
+                if stop_text and text.endswith(stop_text):
+                    text = text[: -len(stop_text)]
+                ep.turns.append(Turn(AGENT, text, token_ids=list(ids)))
+
+            def step(ep: _Live):
+                try:
+                    return ep.env.step(parse_react_action(ep.turns[-1].text)), None
+                except Exception as err:
+                    return None, f"step failed: {type(err).__name__}: {err}"
+
+            results = map_envs(step, live)
+            still_live = []
+            for ep, (result, err) in zip(live, results, strict=True):
+                if err is not None:
+                    finish(ep, err)
+                    continue
+                ep.steps += 1
+                ep.rewards.append(float(result.reward))
+                ep.won = bool(result.info.get("won", ep.won))
+                ep.info.update({k: v for k, v in result.info.items() if k in ("won", "truncated")})
+                ep.turns.append(observation_turn(result.observation.text, result.observation.image))
+                budget = config.max_steps or ep.task.max_steps
+                if result.done or ep.steps >= budget:
+                    finish(ep)
+                else:
+                    still_live.append(ep)
+            live = still_live
+    if pool is not None:
+        pool.shutdown()
+    return list(done.values())
+
+
+def _to_trajectory(ep: _Live, config: RolloutConfig, error: str | None) -> Trajectory:
+    reward = ep.rewards[-1] if ep.rewards else 0.0
+    env = ep.env
+    meta: dict[str, Any] = {
+        "source": "rollout",
+        "policy_id": config.policy_id,
+        "sample": ep.sample,
+        "steps": ep.steps,
+        "step_rewards": ep.rewards,
+        "env_version": getattr(env, "version", None),
+        "temperature": config.sampling.temperature,
+        **{k: v for k, v in ep.info.items() if k != "won"},
+    }
+    if error is not None:
+        meta["error"] = error
+        meta["attempts"] = ep.attempt + 1
+    return Trajectory(
+        id=episode_id(config.policy_id, ep.task.id, ep.sample),
+        turns=ep.turns,
+        task_id=ep.task.id,
+        env=getattr(env, "name", None),
+        split=ep.task.split,
+        reward=0.0 if error else reward,
+        success=False if error else ep.won,
+        metadata=meta,
+    )
