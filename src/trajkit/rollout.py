@@ -138,14 +138,7 @@ def run_rollouts(
                 task, sample, attempt = pending.popleft()
                 starting.append((task, sample, attempt, free_envs.pop()))
 
-            def reset(item):
-                task, sample, attempt, env = item
-                try:
-                    return item, env.reset(task), None
-                except Exception as err:  # an env failure costs the episode, never the run
-                    return item, None, f"reset failed: {type(err).__name__}: {err}"
-
-            for (task, sample, attempt, env), obs, err in map_envs(reset, starting):
+            for (task, sample, attempt, env), obs, err in map_envs(_safe_reset, starting):
                 ep = _Live(task, sample, env, [], attempt)
                 if err is not None:
                     finish(ep, err)
@@ -174,13 +167,7 @@ def run_rollouts(
                     text = text[: -len(stop_text)]
                 ep.turns.append(Turn(AGENT, text, token_ids=list(ids)))
 
-            def step(ep: _Live):
-                try:
-                    return ep.env.step(parse_react_action(ep.turns[-1].text)), None
-                except Exception as err:
-                    return None, f"step failed: {type(err).__name__}: {err}"
-
-            results = map_envs(step, live)
+            results = map_envs(_safe_step, live)
             still_live = []
             for ep, (result, err) in zip(live, results, strict=True):
                 if err is not None:
@@ -200,6 +187,21 @@ def run_rollouts(
     if pool is not None:
         pool.shutdown()
     return list(done.values())
+
+
+def _safe_reset(item):
+    task, _, _, env = item
+    try:
+        return item, env.reset(task), None
+    except Exception as err:  # an env failure costs the episode, never the run
+        return item, None, f"reset failed: {type(err).__name__}: {err}"
+
+
+def _safe_step(ep: _Live):
+    try:
+        return ep.env.step(parse_react_action(ep.turns[-1].text)), None
+    except Exception as err:
+        return None, f"step failed: {type(err).__name__}: {err}"
 
 
 def _to_trajectory(ep: _Live, config: RolloutConfig, error: str | None) -> Trajectory:
