@@ -30,6 +30,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 continue
         raise ConfigError(f"{where}: {value!r} does not fit {tp}")
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, where)

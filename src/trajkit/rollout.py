@@ -215,6 +215,7 @@ def _to_trajectory(ep: _Live, config: RolloutConfig, error: str | None) -> Traje
         "step_rewards": ep.rewards,
         "env_version": getattr(env, "version", None),
         "temperature": config.sampling.temperature,
+        **({"family": ep.task.spec["family"]} if "family" in ep.task.spec else {}),
         **{k: v for k, v in ep.info.items() if k != "won"},
     }
     if error is not None:

@@ -1,0 +1,45 @@
+"""Metrics over stored trajectories: pure functions, no model, no env."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from trajkit.data.schema import Trajectory
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate (sound at small n and at 0% / 100%)."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarize(trajectories: list[Trajectory]) -> dict[str, Any]:
+    """Success rate (with CI), mean reward, mean steps and failures, overall and per task family."""
+
+    def block(trajs: list[Trajectory]) -> dict[str, Any]:
+        n = len(trajs)
+        wins = sum(bool(t.success) for t in trajs)
+        lo, hi = wilson_interval(wins, n)
+        return {
+            "n": n,
+            "success_rate": wins / n if n else 0.0,
+            "success_ci95": [round(lo, 4), round(hi, 4)],
+            "mean_reward": sum(float(t.reward or 0.0) for t in trajs) / n if n else 0.0,
+            "mean_steps": sum(t.metadata.get("steps", 0) for t in trajs) / n if n else 0.0,
+            "env_errors": sum("error" in t.metadata for t in trajs),
+        }
+
+    out = block(trajectories)
+    families: dict[str, list[Trajectory]] = defaultdict(list)
+    for t in trajectories:
+        families[str(t.metadata.get("family", "all"))].append(t)
+    if len(families) > 1:
+        out["by_family"] = {name: block(ts) for name, ts in sorted(families.items())}
+    return out

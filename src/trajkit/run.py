@@ -1,0 +1,488 @@
+"""The ETO round loop as resumable stages.
+
+    model/ expert/ sft/ eval-sft/ round-1/{explore,pairs,dpo,eval}/ round-2/... report.md
+
+Each stage works in `<name>.partial/` and is renamed to `<name>/` with a `DONE` marker when it
+finishes, so a re-run skips finished stages; a half-done exploration resumes at the next
+unfinished episode and half-done training resumes from its last checkpoint. The run folder holds
+the config it was started with and a manifest (versions, seeds, git commit, split hashes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trajkit.config import ConfigError, from_dict
+from trajkit.data.schema import Trajectory
+from trajkit.policy.models import LoraSpec
+
+
+@dataclass
+class EnvSection:
+    name: str = "household"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSection:
+    base: str = "tiny"  # "tiny": built from scratch on the expert data; else a folder or hub id
+    tiny_size: str = "s"
+    template: str | None = None
+    lora: LoraSpec | None = None
+
+
+@dataclass
+class ExpertSection:
+    source: str = "oracle"  # "oracle": the env's scripted expert on train tasks; else data paths
+    paths: list[str] = field(default_factory=list)
+    format: str = "auto"
+    limit: int | None = None
+
+
+@dataclass
+class ExploreSection:
+    n_samples: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    batch_size: int = 32
+    limit: int | None = None  # train tasks explored per round (None: every expert task)
+    max_context: int = 4096
+
+
+@dataclass
+class PairsSection:
+    strategy: str = "trajectory"
+    extra_turns: int = 5
+
+
+@dataclass
+class EvalSection:
+    splits: list[str] = field(default_factory=lambda: ["test_seen", "test_unseen"])
+    limit: int | None = None
+    max_new_tokens: int = 96
+    batch_size: int = 32
+    allow_overlap: bool = False
+
+
+@dataclass
+class RunConfig:
+    run_dir: str
+    seed: int = 0
+    rounds: int = 2
+    env: EnvSection = field(default_factory=EnvSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    expert: ExpertSection = field(default_factory=ExpertSection)
+    sft: dict[str, Any] = field(default_factory=dict)  # SFTRecipe fields
+    explore: ExploreSection = field(default_factory=ExploreSection)
+    pairs: PairsSection = field(default_factory=PairsSection)
+    dpo: dict[str, Any] = field(default_factory=dict)  # DPORecipe fields for round 1
+    dpo_later_rounds: dict[str, Any] = field(default_factory=dict)  # overrides from round 2 on
+    dpo_reference: str = "round_start"  # round_start (ETO) or sft
+    eval: EvalSection = field(default_factory=EvalSection)
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    from trajkit.config import apply_overrides, load_yaml
+
+    data = apply_overrides(load_yaml(path), overrides or [])
+    cfg = from_dict(RunConfig, data, where=str(path))
+    if cfg.dpo_reference not in ("round_start", "sft"):
+        raise ConfigError(f"{path}: dpo_reference must be round_start or sft")
+    return cfg
+
+
+# --- stages ---------------------------------------------------------------------------------------
+class Stage:
+    def __init__(self, run_dir: Path, name: str):
+        self.name = name
+        self.final = run_dir / name
+        self.partial = run_dir / f"{name}.partial"
+
+    @property
+    def done(self) -> bool:
+        return (self.final / "DONE").is_file()
+
+    def begin(self) -> Path:
+        if self.final.exists() and not self.done:
+            shutil.rmtree(self.final)  # an unfinished final folder cannot happen by rename; clear it
+        self.partial.mkdir(parents=True, exist_ok=True)
+        return self.partial
+
+    def commit(self, summary: dict[str, Any] | None = None) -> None:
+        (self.partial / "DONE").write_text(json.dumps(summary or {}, indent=2) + "\n")
+        os.replace(self.partial, self.final)
+
+
+def _sha(items: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(items)).encode()).hexdigest()[:16]
+
+
+def task_identity(task) -> str:
+    """What makes two tasks the same episode: the spec (split names aside)."""
+    return json.dumps(task.spec, sort_keys=True) if task.spec else task.id
+
+
+def split_overlap(env, train_split: str, test_split: str) -> list[str]:
+    train = {task_identity(t) for t in env.tasks(train_split)}
+    return [t.id for t in env.tasks(test_split) if task_identity(t) in train]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("trajkit", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------------
+class Run:
+    def __init__(self, cfg: RunConfig, log: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.dir = Path(cfg.run_dir)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self._env = None
+
+    # environments
+    def env(self):
+        if self._env is None:
+            from trajkit.envs.registry import make_env
+
+            self._env = make_env(self.cfg.env.name, **self.cfg.env.kwargs)
+        return self._env
+
+    def fresh_envs(self, n: int):
+        from trajkit.envs.registry import make_env
+
+        return [make_env(self.cfg.env.name, **self.cfg.env.kwargs) for _ in range(n)]
+
+    def _prepare_dir(self, config_text: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        saved = self.dir / "config.yaml"
+        if saved.exists() and saved.read_text() != config_text:
+            raise ConfigError(
+                f"{saved}: this run folder was started with a different config; "
+                "use a new run_dir (or restore the original config) so finished stages stay valid"
+            )
+        saved.write_text(config_text)
+
+    def write_manifest(self) -> None:
+        env = self.env()
+        splits = ["train", *self.cfg.eval.splits]
+        manifest = {
+            "versions": _versions(),
+            "git_commit": _git_commit(),
+            "seed": self.cfg.seed,
+            "env": {"name": env.name, "version": env.version},
+            "split_hashes": {s: _sha([task_identity(t) for t in env.tasks(s)]) for s in splits},
+            "split_sizes": {s: len(env.tasks(s)) for s in splits},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (self.dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    def check_splits(self) -> None:
+        env = self.env()
+        for split in self.cfg.eval.splits:
+            overlap = split_overlap(env, "train", split)
+            if overlap and not self.cfg.eval.allow_overlap:
+                raise ConfigError(
+                    f"{len(overlap)} {split} task(s) are also training tasks (e.g. {overlap[0]}); "
+                    "evaluation would be dishonest. Set eval.allow_overlap: true to proceed anyway"
+                )
+
+    # stages
+    def expert_stage(self) -> Path:
+        stage = Stage(self.dir, "expert")
+        path = stage.final / "expert.jsonl"
+        if stage.done:
+            return path
+        work = stage.begin()
+        if self.cfg.expert.source == "oracle":
+            from trajkit.envs.registry import get_oracle
+
+            env = self.env()
+            oracle = get_oracle(self.cfg.env.name)
+            tasks = env.tasks("train")[: self.cfg.expert.limit]
+            trajs = [oracle(env, task, self.cfg.seed) for task in tasks]
+        else:
+            from trajkit.data.io import load_trajectories
+
+            trajs = [
+                t for p in self.cfg.expert.paths for t in load_trajectories(p, format=self.cfg.expert.format)
+            ]
+            trajs = trajs[: self.cfg.expert.limit]
+        _write_jsonl(work / "expert.jsonl", trajs)
+        stage.commit({"trajectories": len(trajs), "success": sum(bool(t.success) for t in trajs)})
+        self.log(f"[expert] {len(trajs)} expert trajectories")
+        return path
+
+    def model_stage(self, expert_path: Path) -> str:
+        if self.cfg.model.base != "tiny":
+            return self.cfg.model.base
+        stage = Stage(self.dir, "model")
+        if not stage.done:
+            from trajkit.policy.tiny import make_tiny_model
+
+            work = stage.begin()
+            texts = [t.text for traj in _read_jsonl(expert_path) for t in traj.turns]
+            make_tiny_model(texts, work / "model", size=self.cfg.model.tiny_size, seed=self.cfg.seed)
+            stage.commit({"size": self.cfg.model.tiny_size})
+            self.log(f"[model] tiny-{self.cfg.model.tiny_size} built from the expert corpus")
+        return str(stage.final / "model")
+
+    def sft_stage(self, base: str, expert_path: Path) -> str:
+        stage = Stage(self.dir, "sft")
+        if not stage.done:
+            from trajkit.train.sft import SFTRecipe, run_sft
+
+            work = stage.begin()
+            fields = {"template": self.cfg.model.template, "lora": self.cfg.model.lora, "seed": self.cfg.seed}
+            recipe = from_dict(
+                SFTRecipe,
+                {
+                    **fields,
+                    **self.cfg.sft,
+                    "model": base,
+                    "data": [str(expert_path)],
+                    "output_dir": str(work),
+                },
+                where="sft",
+            )
+            t0 = time.perf_counter()
+            run_sft(recipe)
+            stage.commit({"seconds": round(time.perf_counter() - t0, 1)})
+            self.log(f"[sft] done in {time.perf_counter() - t0:.0f}s")
+        return str(stage.final / "model")
+
+    def _policy(self, model_path: str, batch_size: int):
+        from transformers import AutoModelForCausalLM
+
+        from trajkit.policy.backends import HFBackend
+        from trajkit.policy.models import infer_template, load_tokenizer, resolve_dtype
+        from trajkit.render import Renderer
+
+        tok = load_tokenizer(model_path)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype("auto"))
+        if self._device() != "cpu":
+            model = model.to(self._device())
+        renderer = Renderer(tok, self.cfg.model.template or infer_template(model_path, tok))
+        return HFBackend(model, tok, renderer.end_of_turn_ids, batch_size=batch_size), renderer
+
+    @staticmethod
+    def _device() -> str:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def rollout_stage(
+        self,
+        name: str,
+        model_path: str,
+        tasks,
+        sampling,
+        batch_size: int,
+        n_samples: int,
+        policy_id: str,
+        max_context: int,
+    ) -> list[Trajectory]:
+        from trajkit.rollout import RolloutConfig, run_rollouts
+
+        stage = Stage(self.dir, name)
+        out_name = "rollouts.jsonl"
+        if stage.done:
+            return _read_jsonl(stage.final / out_name)
+        work = stage.begin()
+        backend, renderer = self._policy(model_path, batch_size)
+        cfg = RolloutConfig(
+            n_samples=n_samples,
+            sampling=sampling,
+            batch_size=batch_size,
+            max_context=max_context,
+            policy_id=policy_id,
+        )
+        t0 = time.perf_counter()
+        last = [0.0]
+
+        def progress(msg: str) -> None:
+            if time.perf_counter() - last[0] > 10:
+                last[0] = time.perf_counter()
+                self.log(f"[{name}] {msg}")
+
+        envs = self.fresh_envs(min(batch_size, max(1, len(tasks) * n_samples)))
+        try:
+            trajs = run_rollouts(tasks, envs, backend, renderer, work / out_name, cfg, progress)
+        finally:
+            for env in envs:
+                env.close()
+        seconds = time.perf_counter() - t0
+        steps = sum(t.metadata.get("steps", 0) for t in trajs)
+        stage.commit({"episodes": len(trajs), "seconds": round(seconds, 1), "env_steps": steps})
+        return trajs
+
+    def eval_stage(self, name: str, model_path: str, policy_id: str) -> dict[str, Any]:
+        from trajkit.evaluate import summarize
+        from trajkit.policy.backends import Sampling
+
+        results: dict[str, Any] = {}
+        ev = self.cfg.eval
+        for split in ev.splits:
+            tasks = self.env().tasks(split)[: ev.limit]
+            trajs = self.rollout_stage(
+                f"{name}/{split}",
+                model_path,
+                tasks,
+                Sampling(temperature=0, max_new_tokens=ev.max_new_tokens),
+                ev.batch_size,
+                1,
+                policy_id,
+                self.cfg.explore.max_context,
+            )
+            results[split] = summarize(trajs)
+            self.log(
+                f"[{name}] {split}: success {results[split]['success_rate']:.3f} "
+                f"(n={results[split]['n']}, CI95 {results[split]['success_ci95']})"
+            )
+        (self.dir / name / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        return results
+
+    def pairs_stage(self, round_no: int, expert_path: Path, rollouts: list[Trajectory]) -> Path:
+        from trajkit.pairs import build_pairs
+
+        stage = Stage(self.dir, f"round-{round_no}/pairs")
+        path = stage.final / "pairs.jsonl"
+        if stage.done:
+            return path
+        work = stage.begin()
+        expert = _read_jsonl(expert_path)
+        result = build_pairs(rollouts, expert, self.cfg.pairs.strategy, self.cfg.pairs.extra_turns)
+        with (work / "pairs.jsonl").open("w", encoding="utf-8") as fh:
+            for pair in result.pairs:
+                fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
+        stage.commit(result.counts())
+        self.log(f"[round-{round_no}/pairs] {json.dumps(result.counts())}")
+        return path
+
+    def dpo_stage(self, round_no: int, policy: str, sft_model: str, pairs_path: Path) -> str:
+        from trajkit.train.dpo import DPORecipe, load_pairs, run_dpo
+
+        stage = Stage(self.dir, f"round-{round_no}/dpo")
+        if stage.done:
+            return str(stage.final / "model")
+        if not load_pairs([str(pairs_path)]):
+            self.log(f"[round-{round_no}/dpo] no pairs: the policy is kept as it is")
+            stage.begin()
+            stage.commit({"skipped": "no pairs"})
+            return policy
+        work = stage.begin()
+        settings = {**self.cfg.dpo, **(self.cfg.dpo_later_rounds if round_no > 1 else {})}
+        ref = sft_model if self.cfg.dpo_reference == "sft" else None
+        fields = {"template": self.cfg.model.template, "lora": self.cfg.model.lora, "seed": self.cfg.seed}
+        recipe = from_dict(
+            DPORecipe,
+            {
+                **fields,
+                **settings,
+                "model": policy,
+                "ref_model": ref,
+                "pairs": [str(pairs_path)],
+                "output_dir": str(work),
+            },
+            where=f"dpo (round {round_no})",
+        )
+        t0 = time.perf_counter()
+        run_dpo(recipe)
+        stage.commit(
+            {
+                "seconds": round(time.perf_counter() - t0, 1),
+                "beta": recipe.beta,
+                "learning_rate": recipe.learning_rate,
+            }
+        )
+        self.log(f"[round-{round_no}/dpo] done in {time.perf_counter() - t0:.0f}s")
+        if (stage.final / "model").is_dir():
+            return str(stage.final / "model")
+        return policy
+
+    def execute(self, config_text: str) -> dict[str, Any]:
+        from trajkit.policy.backends import Sampling
+
+        self._prepare_dir(config_text)
+        self.check_splits()
+        self.write_manifest()
+        expert_path = self.expert_stage()
+        base = self.model_stage(expert_path)
+        sft_model = self.sft_stage(base, expert_path)
+        summary: dict[str, Any] = {"sft": self.eval_stage("eval-sft", sft_model, "sft")}
+        policy = sft_model
+        expert_ids = {t.task_id for t in _read_jsonl(expert_path)}
+        train_tasks = [t for t in self.env().tasks("train") if t.id in expert_ids][: self.cfg.explore.limit]
+        ex = self.cfg.explore
+        for r in range(1, self.cfg.rounds + 1):
+            rollouts = self.rollout_stage(
+                f"round-{r}/explore",
+                policy,
+                train_tasks,
+                Sampling(
+                    temperature=ex.temperature,
+                    top_p=ex.top_p,
+                    max_new_tokens=ex.max_new_tokens,
+                    seed=self.cfg.seed + r,
+                ),
+                ex.batch_size,
+                ex.n_samples,
+                f"round-{r - 1}" if r > 1 else "sft",
+                ex.max_context,
+            )
+            pairs_path = self.pairs_stage(r, expert_path, rollouts)
+            policy = self.dpo_stage(r, policy, sft_model, pairs_path)
+            summary[f"round-{r}"] = self.eval_stage(f"round-{r}/eval", policy, f"round-{r}")
+            summary[f"round-{r}"]["pairs"] = json.loads((self.dir / f"round-{r}/pairs/DONE").read_text())
+        from trajkit.report import write_report
+
+        write_report(self.dir, summary)
+        return summary
+
+
+def _write_jsonl(path: Path, trajs: list[Trajectory]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for t in trajs:
+            fh.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> list[Trajectory]:
+    with path.open(encoding="utf-8") as fh:
+        return [Trajectory.from_dict(json.loads(line)) for line in fh if line.strip()]
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(asdict(cfg), sort_keys=False)
