@@ -59,7 +59,7 @@ def test_pair_masks_cover_agent_turns_only(renderer):
         assert not any(t in untrained for t in agent_texts)
 
 
-def test_trl_logps_equal_masked_sum(renderer, tiny_model_dir):
+def test_trl_logps_equal_masked_sum(renderer, tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig
@@ -68,9 +68,9 @@ def test_trl_logps_equal_masked_sum(renderer, tiny_model_dir):
     dataset = build_pair_dataset([PAIR], renderer, max_length=2048)
     collator_cls, trainer_cls = masked_trainer_classes()
     collator = collator_cls(pad_token_id=renderer.tokenizer.pad_token_id)
-    args = DPOConfig(
-        output_dir="unused", report_to="none", use_cpu=True, bf16=False, gradient_checkpointing=False
-    )
+    from trajkit.train.sft import training_device_args
+
+    args = DPOConfig(output_dir=str(tmp_path / "unused"), report_to="none", **training_device_args())
     trainer = trainer_cls(
         model=model,
         ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),

@@ -65,12 +65,18 @@ def build_sft_dataset(trajectories, renderer, max_length: int):
 
 
 def training_device_args() -> dict[str, Any]:
-    """bf16 and gradient checkpointing are TRL defaults that make CPU training ~30x slower."""
-    import torch
+    """bf16 and activation checkpointing are TRL defaults that make CPU training ~30x slower."""
+    import dataclasses
 
+    import torch
+    from transformers import TrainingArguments
+
+    # transformers renamed gradient_checkpointing to activation_checkpointing; set whichever exists.
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    ckpt = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     if torch.cuda.is_available():
-        return {"bf16": torch.cuda.is_bf16_supported(), "gradient_checkpointing": True}
-    return {"bf16": False, "fp16": False, "gradient_checkpointing": False, "use_cpu": True}
+        return {"bf16": torch.cuda.is_bf16_supported(), ckpt: True}
+    return {"bf16": False, "fp16": False, ckpt: False, "use_cpu": True}
 
 
 class ThroughputCallback:
