@@ -1,0 +1,96 @@
+"""Size of a trajectory set: records, turns, characters and, given a tokenizer, tokens."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from trajkit.data.schema import AGENT, ROLES, Trajectory
+
+
+@dataclass
+class DataStats:
+    records: int = 0
+    turns: int = 0
+    agent_turns: int = 0
+    mean_turns: float = 0.0
+    max_turns: int = 0
+    chars: int = 0
+    agent_chars: int = 0
+    images: int = 0
+    with_reward: int = 0
+    successes: int = 0
+    turns_by_role: dict[str, int] = field(default_factory=dict)
+    # Only with a tokenizer; counted per turn text, without special tokens or a chat template.
+    tokens: int | None = None
+    agent_tokens: int | None = None
+    tokenizer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """Aligned `name  value` lines for people."""
+        out = []
+        for key, value in self.to_dict().items():
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, float):
+                value = f"{value:.2f}"
+            out.append(f"{key:<14}{value}")
+        return out
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Any:
+    from transformers import AutoTokenizer  # heavy; only when tokens are asked for
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def count_tokens(tokenizer: Any, texts: Sequence[str]) -> list[int]:
+    counts: list[int] = []
+    for start in range(0, len(texts), 1024):
+        encoded = tokenizer(list(texts[start : start + 1024]), add_special_tokens=False)["input_ids"]
+        counts += [len(ids) for ids in encoded]
+    return counts
+
+
+def compute_stats(
+    trajectories: Sequence[Trajectory], tokenizer: Any = None, tokenizer_name: str | None = None
+) -> DataStats:
+    stats = DataStats(records=len(trajectories))
+    roles: Counter[str] = Counter()
+    texts: list[str] = []
+    is_agent: list[bool] = []
+    for trajectory in trajectories:
+        stats.turns += len(trajectory.turns)
+        stats.max_turns = max(stats.max_turns, len(trajectory.turns))
+        stats.images += len(trajectory.images)
+        if trajectory.reward is not None:
+            stats.with_reward += 1
+        if trajectory.success:
+            stats.successes += 1
+        for turn in trajectory.turns:
+            roles[turn.role] += 1
+            stats.chars += len(turn.text)
+            if turn.role == AGENT:
+                stats.agent_turns += 1
+                stats.agent_chars += len(turn.text)
+            texts.append(turn.text)
+            is_agent.append(turn.role == AGENT)
+    stats.mean_turns = stats.turns / stats.records if stats.records else 0.0
+    stats.turns_by_role = {role: roles[role] for role in ROLES if roles[role]}
+    if tokenizer is not None:
+        counts = count_tokens(tokenizer, texts)
+        stats.tokens = sum(counts)
+        stats.agent_tokens = sum(n for n, agent in zip(counts, is_agent, strict=True) if agent)
+        stats.tokenizer = tokenizer_name or getattr(tokenizer, "name_or_path", None)
+    return stats
+
+
+__all__ = ["DataStats", "compute_stats", "count_tokens", "load_tokenizer"]
