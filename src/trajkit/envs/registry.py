@@ -1,0 +1,164 @@
+"""Environments by name: register a factory, ask what is usable, make one.
+
+A factory is a callable returning an env, or a "module:attribute" path imported only when the env
+is made, so registering an adapter never imports its (often heavy) dependencies. An optional
+`check` callable says whether the env can be made here: it returns None when it can, or a short
+reason when it cannot (a package missing, an adapter not built yet, a server not reachable).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Factory = Callable[..., Any]
+Check = Callable[[], "str | None"]
+
+
+class UnknownEnvError(KeyError):
+    """No env is registered under that name."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""
+
+
+class EnvUnavailableError(RuntimeError):
+    """The env is registered but cannot be made here; the message says why."""
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    name: str
+    available: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Entry:
+    factory: Factory | str | None
+    check: Check | None
+    description: str
+    oracle: Factory | str | None = None  # expert(env, task, seed) -> Trajectory
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_env(
+    name: str,
+    factory: Factory | str | None,
+    check: Check | None = None,
+    *,
+    description: str = "",
+    oracle: Factory | str | None = None,
+    replace: bool = False,
+) -> None:
+    """Register `factory` under `name`.
+
+    `factory` may be None for an env that is known but not usable yet; give a `check` that says
+    why. Registering a taken name is an error unless `replace=True` (so an adapter can take over
+    a placeholder on purpose, never by accident).
+    """
+    if not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"env name must be letters, digits, '-' or '_', got {name!r}")
+    if isinstance(factory, str) and ":" not in factory:
+        raise ValueError(f"factory path must look like 'package.module:attribute', got {factory!r}")
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"env {name!r} is already registered; pass replace=True to override it")
+    _REGISTRY[name] = _Entry(factory, check, description, oracle)
+
+
+def unregister_env(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def resolve_factory(path: str) -> Factory:
+    """Import "package.module:attribute" and return the attribute (a class or function)."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"factory path must look like 'package.module:attribute', got {path!r}")
+    module = importlib.import_module(module_name)
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"{module_name!r} has no attribute {attribute!r}") from None
+    if not callable(target):
+        raise ValueError(f"{path!r} is not callable")
+    return target
+
+
+def _availability(entry: _Entry) -> tuple[bool, str]:
+    if entry.check is not None:
+        try:
+            reason = entry.check()
+        except Exception as err:  # a broken check must not break `env list`
+            return False, f"availability check failed: {type(err).__name__}: {err}"
+        if reason:
+            return False, reason
+    if entry.factory is None:
+        return False, "no factory registered"
+    return True, entry.description or "available"
+
+
+def list_envs() -> list[EnvInfo]:
+    """Every registered env with whether it can be made here and why (not), sorted by name."""
+    return [EnvInfo(name, *_availability(_REGISTRY[name])) for name in sorted(_REGISTRY)]
+
+
+def env_info(name: str) -> EnvInfo:
+    return EnvInfo(name, *_availability(_lookup(name)))
+
+
+def _lookup(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownEnvError(f"unknown env {name!r}; registered envs: {known}") from None
+
+
+def make_env(name: str, **kwargs: Any) -> Any:
+    """A new env instance of the registered `name`, built with `kwargs`."""
+    entry = _lookup(name)
+    available, reason = _availability(entry)
+    if not available:
+        raise EnvUnavailableError(f"env {name!r} is not available: {reason}")
+    factory = resolve_factory(entry.factory) if isinstance(entry.factory, str) else entry.factory
+    assert factory is not None  # _availability ruled out None
+    return factory(**kwargs)
+
+
+def get_oracle(name: str) -> Factory:
+    """The env's scripted expert, `oracle(env, task, seed) -> Trajectory`."""
+    entry = _lookup(name)
+    if entry.oracle is None:
+        raise EnvUnavailableError(f"env {name!r} has no oracle expert; give expert data paths instead")
+    return resolve_factory(entry.oracle) if isinstance(entry.oracle, str) else entry.oracle
+
+
+def _adapter_pending(package: str) -> Check:
+    """The check of a benchmark whose adapter does not exist yet: names what is missing."""
+
+    def check() -> str | None:
+        if importlib.util.find_spec(package) is None:
+            return f"adapter not built yet; package '{package}' not installed"
+        return "adapter not built yet"
+
+    return check
+
+
+register_env(
+    "household",
+    "trajkit.envs.household:HouseholdEnv",
+    description="built-in pure-Python household world (ALFWorld-style)",
+    oracle="trajkit.envs.household:expert_trajectory",
+)
+register_env("alfworld", None, _adapter_pending("alfworld"))
+register_env("sciworld", None, _adapter_pending("scienceworld"))
+register_env("webshop", None, _adapter_pending("web_agent_site"))
+register_env("miniwob", None, _adapter_pending("miniwob"))
