@@ -362,7 +362,11 @@ def test_round_trip_osatlas_subset(actions):
     assert parse_actions(render_actions(actions, "osatlas")) == actions
 
 
-@settings(max_examples=300, deadline=None)
+# 10k cases each: the parser must never crash (only ActionParseError) and never run anything.
+FUZZ = settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
 @given(st.text(max_size=80))
 def test_random_text_only_raises_parse_errors(text):
     try:
@@ -412,7 +416,7 @@ FRAGMENTS = [
 ]
 
 
-@settings(max_examples=400, deadline=None)
+@FUZZ
 @given(st.lists(st.sampled_from(FRAGMENTS), max_size=14).map("".join))
 def test_python_looking_snippets_only_raise_parse_errors(text):
     try:

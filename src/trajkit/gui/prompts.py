@@ -14,21 +14,35 @@ Generation stops at `<|diff_marker|>` (STOP_STRINGS).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
+from trajkit.data.schema import SYSTEM, Trajectory, Turn
 from trajkit.gui.actions import Action, ActionParseError, parse_actions
 from trajkit.gui.tokens import DIFF_MARKER, RECIPIENT
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 ASSISTANT_START = f"{IM_START}assistant"
 MODES = ("self_plan", "enforced_plan", "grounding", "given_instruction")
+# The system prompt AGUVIS renders grounding samples with when the record carries none.
+GUI_SYSTEM_PROMPT = (
+    "You are a GUI agent. You are given a task and a screenshot of the screen. "
+    "You need to perform a series of pyautogui actions to complete the task."
+)
 STOP_STRINGS = (DIFF_MARKER,)
 # Text that ends a turn's content wherever it shows up.
 _TURN_ENDS = (DIFF_MARKER, IM_END, IM_START, "<|endoftext|>")
 # A line that starts a whitelisted call, used to pick code out of stray prose.
 _CALL_LINE = re.compile(r"^\s*(?:(?:pyautogui|mobile|browser)\.\w+|answer|terminate)\s*\(")
 _FENCE = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n?(.*?)```", re.DOTALL)
+
+
+def with_default_system(trajectory: Trajectory, system: str = GUI_SYSTEM_PROMPT) -> Trajectory:
+    """The trajectory with `system` prepended when it has no system turn of its own."""
+    if trajectory.turns and trajectory.turns[0].role == SYSTEM:
+        return trajectory
+    return dataclasses.replace(trajectory, turns=[Turn(SYSTEM, system), *trajectory.turns])
 
 
 def assistant_prefix(mode: str, instruction: str | None = None) -> str:
