@@ -135,3 +135,21 @@ def test_step_budget_ends_episode(tmp_path, policy):
     cfg = RolloutConfig(sampling=Sampling(temperature=0, max_new_tokens=4), policy_id="p", max_steps=1)
     trajs = run_rollouts(TASKS[:1], [CountingEnv(need=5)], backend, renderer, tmp_path / "r.jsonl", cfg)
     assert trajs[0].metadata["steps"] == 1 and trajs[0].success is False and trajs[0].reward == 0.0
+
+
+def test_sampling_is_independent_of_batch_mates(tmp_path, policy):
+    """Each episode's samples depend only on its own seed: resumed runs reproduce exactly."""
+    backend, renderer = policy
+    cfg = RolloutConfig(
+        n_samples=2, sampling=Sampling(temperature=1.0, max_new_tokens=8, seed=3), policy_id="p"
+    )
+    together = run_rollouts(
+        TASKS, [CountingEnv() for _ in range(8)], backend, renderer, tmp_path / "a.jsonl", cfg
+    )
+    alone = run_rollouts(TASKS[2:3], [CountingEnv()], backend, renderer, tmp_path / "b.jsonl", cfg)
+    by_id = {t.id: t for t in together}
+    for traj in alone:
+        assert [t.token_ids for t in traj.turns] == [t.token_ids for t in by_id[traj.id].turns]
+    # Different samples of one task differ (the seed includes the sample index).
+    a, b = by_id["p/t0/s0"], by_id["p/t0/s1"]
+    assert [t.token_ids for t in a.turns] != [t.token_ids for t in b.turns]

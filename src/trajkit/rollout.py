@@ -9,6 +9,7 @@ episode: it is retried once, then recorded with its error; the run goes on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -53,6 +54,12 @@ class _Live:
 
 def episode_id(policy_id: str, task_id: str, sample: int) -> str:
     return f"{policy_id}/{task_id}/s{sample}"
+
+
+def sample_seed(config: RolloutConfig, task_id: str, sample: int, step: int) -> int:
+    """A seed per (episode, step): sampling does not depend on which episodes share a batch."""
+    key = f"{config.sampling.seed or 0}/{config.policy_id}/{task_id}/{sample}/{step}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def read_done(path: Path) -> dict[str, Trajectory]:
@@ -159,7 +166,8 @@ def run_rollouts(
             prompts = [p for p, over in zip(prompts, too_long, strict=True) if not over]
             if not live:
                 continue
-            completions = backend.generate(prompts, config.sampling)
+            seeds = [sample_seed(config, ep.task.id, ep.sample, ep.steps) for ep in live]
+            completions = backend.generate(prompts, config.sampling, seeds)
 
             for ep, ids in zip(live, completions, strict=True):
                 text = renderer.tokenizer.decode(ids, skip_special_tokens=False)
