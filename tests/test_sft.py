@@ -131,3 +131,17 @@ def test_sft_config_errors_are_one_line(tmp_path):
     )
     assert proc.returncode == 2
     assert "unknown key(s) learning_rat" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_last_good_checkpoint_skips_a_torn_save(tmp_path):
+    from trajkit.train.sft import last_good_checkpoint
+
+    assert last_good_checkpoint(tmp_path / "none") is None
+    for step, state in ((2, '{"global_step": 2}'), (4, "")):  # checkpoint-4 was killed mid-save
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        for name in ("model.safetensors", "optimizer.pt", "scheduler.pt"):
+            (ckpt / name).write_bytes(b"x")
+        (ckpt / "trainer_state.json").write_text(state)
+    assert last_good_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert not (tmp_path / "checkpoint-4").exists()

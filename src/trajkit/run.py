@@ -58,6 +58,7 @@ class ExploreSection:
     max_new_tokens: int = 96
     batch_size: int = 32
     limit: int | None = None  # train tasks explored per round (None: every expert task)
+    max_steps: int | None = None  # None: each task's own step budget
     max_context: int = 4096
 
 
@@ -73,6 +74,7 @@ class EvalSection:
     limit: int | None = None
     max_new_tokens: int = 96
     batch_size: int = 32
+    max_steps: int | None = None  # None: each task's own step budget
     allow_overlap: bool = False
 
 
@@ -90,6 +92,8 @@ class RunConfig:
     dpo: dict[str, Any] = field(default_factory=dict)  # DPORecipe fields for round 1
     dpo_later_rounds: dict[str, Any] = field(default_factory=dict)  # overrides from round 2 on
     dpo_reference: str = "round_start"  # round_start (ETO) or sft
+    rft: bool = True  # baseline: SFT continued on the SFT policy's own successful explorations
+    rft_sft: dict[str, Any] = field(default_factory=dict)  # overrides of `sft` for that baseline
     eval: EvalSection = field(default_factory=EvalSection)
 
 
@@ -190,9 +194,11 @@ class Run:
                 f"{saved}: this run folder was started with a different config; "
                 "use a new run_dir (or restore the original config) so finished stages stay valid"
             )
-        saved.write_text(config_text)
+        _write_if_changed(saved, config_text)
 
     def write_manifest(self) -> None:
+        if (self.dir / "manifest.json").is_file():
+            return  # written when the run started; a resume keeps it as it was
         env = self.env()
         splits = ["train", *self.cfg.eval.splits]
         manifest = {
@@ -309,7 +315,7 @@ class Run:
         batch_size: int,
         n_samples: int,
         policy_id: str,
-        max_context: int,
+        max_steps: int | None,
     ) -> list[Trajectory]:
         from trajkit.rollout import RolloutConfig, run_rollouts
 
@@ -323,7 +329,8 @@ class Run:
             n_samples=n_samples,
             sampling=sampling,
             batch_size=batch_size,
-            max_context=max_context,
+            max_steps=max_steps,
+            max_context=self.cfg.explore.max_context,
             policy_id=policy_id,
         )
         t0 = time.perf_counter()
@@ -361,15 +368,48 @@ class Run:
                 ev.batch_size,
                 1,
                 policy_id,
-                self.cfg.explore.max_context,
+                ev.max_steps,
             )
             results[split] = summarize(trajs)
             self.log(
                 f"[{name}] {split}: success {results[split]['success_rate']:.3f} "
                 f"(n={results[split]['n']}, CI95 {results[split]['success_ci95']})"
             )
-        (self.dir / name / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        _write_if_changed(self.dir / name / "metrics.json", json.dumps(results, indent=2) + "\n")
         return results
+
+    def rft_stage(self, sft_model: str, rollouts: list[Trajectory]) -> str | None:
+        """Rejection-sampling fine-tuning baseline: the SFT policy trained on its own successes."""
+        from trajkit.train.sft import SFTRecipe, run_sft
+
+        stage = Stage(self.dir, "rft")
+        if stage.done:
+            model = stage.final / "model"
+            return str(model) if model.is_dir() else None
+        work = stage.begin()
+        successes = [t for t in rollouts if t.success]
+        if not successes:
+            stage.commit({"skipped": "no successful explorations"})
+            self.log("[rft] no successful explorations: baseline skipped")
+            return None
+        _write_jsonl(work / "successes.jsonl", successes)
+        fields = {"template": self.cfg.model.template, "lora": self.cfg.model.lora, "seed": self.cfg.seed}
+        recipe = from_dict(
+            SFTRecipe,
+            {
+                **fields,
+                **self.cfg.sft,
+                **self.cfg.rft_sft,
+                "model": sft_model,
+                "data": [str(work / "successes.jsonl")],
+                "output_dir": str(work),
+            },
+            where="rft_sft",
+        )
+        run_sft(recipe)
+        stage.commit({"successes": len(successes), "of": len(rollouts)})
+        self.log(f"[rft] trained on {len(successes)}/{len(rollouts)} successful explorations")
+        return str(stage.final / "model")
 
     def pairs_stage(self, round_no: int, expert_path: Path, rollouts: list[Trajectory]) -> Path:
         from trajkit.pairs import build_pairs
@@ -457,16 +497,27 @@ class Run:
                 ex.batch_size,
                 ex.n_samples,
                 f"round-{r - 1}" if r > 1 else "sft",
-                ex.max_context,
+                ex.max_steps,
             )
+            if r == 1 and self.cfg.rft:
+                rft_model = self.rft_stage(sft_model, rollouts)
+                if rft_model is not None:
+                    summary["rft"] = self.eval_stage("eval-rft", rft_model, "rft")
             pairs_path = self.pairs_stage(r, expert_path, rollouts)
             policy = self.dpo_stage(r, policy, sft_model, pairs_path)
             summary[f"round-{r}"] = self.eval_stage(f"round-{r}/eval", policy, f"round-{r}")
             summary[f"round-{r}"]["pairs"] = json.loads((self.dir / f"round-{r}/pairs/DONE").read_text())
         from trajkit.report import write_report
 
-        write_report(self.dir, summary)
+        saved = self.dir / "summary.json"
+        if not (saved.is_file() and json.loads(saved.read_text()) == summary):
+            write_report(self.dir, summary)  # a re-run of a finished run rewrites nothing
         return summary
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not (path.is_file() and path.read_text() == text):
+        path.write_text(text)
 
 
 def _write_jsonl(path: Path, trajs: list[Trajectory]) -> None:

@@ -153,12 +153,11 @@ def load_pairs(paths: list[str]) -> list[dict[str, Any]]:
 def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Path:
     """Train on the pairs and save the new policy to `{output_dir}/model`; returns that folder."""
     from datasets import load_from_disk
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import DPOConfig
 
     from trajkit.policy.models import ModelSpec, load_policy
     from trajkit.render import Renderer
-    from trajkit.train.sft import ThroughputCallback, training_device_args
+    from trajkit.train.sft import ThroughputCallback, last_good_checkpoint, training_device_args
 
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +218,7 @@ def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Pat
         data_collator=collator_cls(pad_token_id=tokenizer.pad_token_id, max_length=recipe.max_length),
         callbacks=[ThroughputCallback()],
     )
-    last = get_last_checkpoint(args.output_dir) if recipe.resume and Path(args.output_dir).is_dir() else None
+    last = last_good_checkpoint(args.output_dir) if recipe.resume else None
     trainer.train(resume_from_checkpoint=last)
 
     final = out_dir / "model"

@@ -79,6 +79,32 @@ def training_device_args() -> dict[str, Any]:
     return {"bf16": False, "fp16": False, ckpt: False, "use_cpu": True}
 
 
+def last_good_checkpoint(folder: str | Path) -> str | None:
+    """The newest checkpoint that was written completely, or None.
+
+    A process killed while saving leaves a checkpoint folder with missing or empty files; resuming
+    from it would crash. Such a folder is removed and the previous checkpoint is used.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    candidates = sorted(
+        (p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
+    for ckpt in candidates:
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            has_weights = any(ckpt.glob("*.safetensors")) or any(ckpt.glob("adapter_model.*"))
+            if has_weights and (ckpt / "optimizer.pt").is_file() and (ckpt / "scheduler.pt").is_file():
+                return str(ckpt)
+        except (OSError, json.JSONDecodeError):
+            pass
+        shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
 class ThroughputCallback:
     """Adds tokens/s (over TRL's `num_tokens` count, since this run started) to every log."""
 
@@ -112,7 +138,6 @@ class ThroughputCallback:
 
 def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
     """Train and save the final model to `{output_dir}/model`; returns that folder."""
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
     from trajkit.policy.models import ModelSpec, load_policy
@@ -161,7 +186,7 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
         processing_class=tokenizer,
         callbacks=[throughput],
     )
-    last = get_last_checkpoint(args.output_dir) if recipe.resume and Path(args.output_dir).is_dir() else None
+    last = last_good_checkpoint(args.output_dir) if recipe.resume else None
     trainer.train(resume_from_checkpoint=last)
 
     final = out_dir / "model"
