@@ -193,10 +193,10 @@ def demo(
     import dataclasses
 
     from trajkit.config import ConfigError, apply_overrides, from_dict
-    from trajkit.run import RunConfig, config_to_yaml
+    from trajkit.run import RunConfig, config_to_yaml, demo_config
 
     try:
-        base = dataclasses.asdict(RunConfig(run_dir=run_dir))
+        base = dataclasses.asdict(demo_config(run_dir))
         cfg = from_dict(RunConfig, apply_overrides(base, overrides or []), where="demo")
     except ConfigError as err:
         raise UsageError(str(err)) from None
