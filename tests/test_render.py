@@ -238,3 +238,34 @@ def test_llama2_trained_runs(tiny_tokenizer, conv):
 
 def test_every_builtin_template_is_tested():
     assert set(TEMPLATES) - {"qwen2"} == set(GOLDEN)
+
+
+def test_render_cli_jsonl_and_show(tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "eto.json"
+    conv = [
+        {"from": "human", "value": "Interact with a household."},
+        {"from": "gpt", "value": "OK"},
+        {"from": "human", "value": "Your task is to: put a apple in fridge."},
+        {"from": "gpt", "value": "Thought: go.\nAction: go to fridge 1"},
+        {"from": "human", "value": "Observation: The fridge 1 is closed."},
+        {"from": "gpt", "value": "Action: open fridge 1"},
+    ]
+    data.write_text(json.dumps([{"id": "r0", "conversations": conv}]))
+    cmd = [sys.executable, "-m", "trajkit", "render", str(data), "--template", "llama2", "--format", "jsonl"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["id"] == "r0" and len(record["input_ids"]) == len(record["loss_mask"])
+    trained = [s["text"] for s in record["segments"] if s["trained"]]
+    assert trained == [
+        " OK </s>",
+        " Thought: go.\nAction: go to fridge 1 </s>",
+        " Action: open fridge 1 </s>",
+    ]
+    proc = subprocess.run([*cmd[:-2], "--show"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "[[ Action: open fridge 1 </s>]]" in proc.stdout
+    bad = subprocess.run([*cmd[:5], "--template", "vicuna"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown template" in bad.stderr and "Traceback" not in bad.stderr

@@ -145,3 +145,27 @@ def test_last_good_checkpoint_skips_a_torn_save(tmp_path):
         (ckpt / "trainer_state.json").write_text(state)
     assert last_good_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
     assert not (tmp_path / "checkpoint-4").exists()
+
+
+def test_lora_sft_trains_adapters_and_saves_a_merged_model(tmp_path, tiny_from_cli):
+    from transformers import AutoModelForCausalLM
+
+    from trajkit.policy.models import LoraSpec
+
+    data, model_dir = tiny_from_cli
+    recipe = SFTRecipe(
+        model=str(model_dir),
+        data=[str(data)],
+        output_dir=str(tmp_path / "lora"),
+        lora=LoraSpec(r=4, alpha=8, dropout=0.0),
+        learning_rate=1e-2,
+        max_steps=3,
+        batch_size=4,
+        logging_steps=1,
+    )
+    final = run_sft(recipe)
+    merged = AutoModelForCausalLM.from_pretrained(final)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert not any("lora" in name for name in merged.state_dict())
+    changed = [n for n, p in merged.state_dict().items() if not (p == base.state_dict()[n]).all()]
+    assert any("q_proj" in n for n in changed)  # the adapters were trained and merged in
