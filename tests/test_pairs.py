@@ -98,3 +98,27 @@ def test_cap_agent_turns_ends_on_agent():
     turns = [Turn("agent", "a"), Turn("observation", "o"), Turn("agent", "b"), Turn("observation", "o")]
     assert [t.text for t in cap_agent_turns(turns)] == ["a", "o", "b"]
     assert [t.text for t in cap_agent_turns(turns, 1)] == ["a"]
+
+
+def test_pairs_cli_prints_counts(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    expert = [episode("a", ["go", "take"], 1.0), episode("b", ["go"], 1.0)]
+    rollouts = [episode("a", ["look"], 0.0), episode("b", ["go"], 1.0)]
+    for name, trajs in (("expert.jsonl", expert), ("rollouts.jsonl", rollouts)):
+        (tmp_path / name).write_text("".join(json.dumps(t.to_dict()) + "\n" for t in trajs))
+    out = tmp_path / "pairs.jsonl"
+    cmd = [sys.executable, "-m", "trajkit", "pairs", "--expert", str(tmp_path / "expert.jsonl")]
+    proc = subprocess.run(
+        [*cmd, "--rollouts", str(tmp_path / "rollouts.jsonl"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"win": 0, "tie": 1, "lose": 1, "pairs": 1}
+    pair = json.loads(out.read_text())
+    assert {"task_id", "prompt", "chosen", "rejected", "chosen_reward", "rejected_reward", "strategy"} <= set(
+        pair
+    )

@@ -32,6 +32,8 @@ def summarize(trajectories: list[Trajectory]) -> dict[str, Any]:
             "success_rate": wins / n if n else 0.0,
             "success_ci95": [round(lo, 4), round(hi, 4)],
             "mean_reward": sum(float(t.reward or 0.0) for t in trajs) / n if n else 0.0,
+            # ETO reports the average final reward x100
+            "reward_x100": 100 * sum(float(t.reward or 0.0) for t in trajs) / n if n else 0.0,
             "mean_steps": sum(t.metadata.get("steps", 0) for t in trajs) / n if n else 0.0,
             "env_errors": sum("error" in t.metadata for t in trajs),
         }

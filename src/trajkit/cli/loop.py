@@ -57,7 +57,7 @@ def dpo(
     config: str = typer.Option(None, "--config", "-c", help="YAML recipe (see configs/)."),
     model: str = typer.Option(None, "--model"),
     pairs_files: list[str] = typer.Option(None, "--pairs"),
-    output_dir: str = typer.Option(None, "--output-dir", "-o"),
+    output_dir: str = typer.Option(None, "--out", "--output-dir", "-o"),
     overrides: list[str] = typer.Option(None, "--set", help="key=value, e.g. --set beta=0.5"),
 ) -> None:
     """Masked multi-turn DPO on pairs (agent tokens only). Works on any pairs file."""
@@ -126,7 +126,9 @@ def evaluate(
     model: str = typer.Option(..., "--model"),
     out_dir: str = typer.Option(..., "--out", "-o"),
     env: str = typer.Option("household", "--env"),
-    splits: str = typer.Option("test_seen,test_unseen", "--splits"),
+    splits: str = typer.Option(
+        "test_seen,test_unseen", "--split", "--splits", help="One split or a comma list."
+    ),
     limit: int = typer.Option(0, "--limit"),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
     batch_size: int = typer.Option(32, "--batch-size"),
@@ -171,6 +173,7 @@ def _execute(cfg, config_text: str) -> None:
 @app.command()
 def run(
     config: str = typer.Option(..., "--config", "-c", help="Run recipe (see configs/)."),
+    out: str = typer.Option(None, "--out", "-o", help="Run folder (default: the recipe's run_dir)."),
     overrides: list[str] = typer.Option(None, "--set", help="key=value, e.g. --set rounds=3"),
 ) -> None:
     """SFT → explore → pairs → DPO rounds → evaluate, resumable: re-run to continue after a crash."""
@@ -178,7 +181,7 @@ def run(
     from trajkit.run import config_to_yaml, load_run_config
 
     try:
-        cfg = load_run_config(config, overrides)
+        cfg = load_run_config(config, [*(overrides or []), *([f"run_dir={out}"] if out else [])])
     except ConfigError as err:
         raise UsageError(str(err)) from None
     _execute(cfg, config_to_yaml(cfg))
@@ -186,7 +189,7 @@ def run(
 
 @app.command()
 def demo(
-    run_dir: str = typer.Option("runs/demo", "--run-dir"),
+    run_dir: str = typer.Option("runs/demo", "--out", "--run-dir", "-o", help="Run folder."),
     overrides: list[str] = typer.Option(None, "--set", help="key=value on the built-in demo recipe"),
 ) -> None:
     """The whole ETO method on the built-in household world with a tiny model, on CPU."""
