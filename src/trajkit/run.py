@@ -103,10 +103,10 @@ def demo_config(run_dir: str = "runs/demo") -> RunConfig:
     """
     return RunConfig(
         run_dir=run_dir,
-        rounds=2,
+        rounds=1,
         model=ModelSection(tiny_size="s"),
         expert=ExpertSection(limit=300),
-        sft={"epochs": 3, "learning_rate": 2e-3, "batch_size": 8, "logging_steps": 10, "save_steps": 50},
+        sft={"epochs": 2, "learning_rate": 2e-3, "batch_size": 8, "logging_steps": 10, "save_steps": 50},
         explore=ExploreSection(limit=64, batch_size=32, temperature=1.0, max_new_tokens=96, max_steps=20),
         pairs=PairsSection(strategy="trajectory", extra_turns=5),
         dpo={"beta": 0.1, "learning_rate": 5e-5, "epochs": 2, "batch_size": 4, "logging_steps": 5},

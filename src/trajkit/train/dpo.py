@@ -157,7 +157,12 @@ def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Pat
 
     from trajkit.policy.models import ModelSpec, load_policy
     from trajkit.render import Renderer
-    from trajkit.train.sft import ThroughputCallback, last_good_checkpoint, training_device_args
+    from trajkit.train.sft import (
+        ThroughputCallback,
+        last_good_checkpoint,
+        save_trained_model,
+        training_device_args,
+    )
 
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,18 +226,7 @@ def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Pat
     last = last_good_checkpoint(args.output_dir) if recipe.resume else None
     trainer.train(resume_from_checkpoint=last)
 
-    final = out_dir / "model"
-    tmp = out_dir / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    to_save = trainer.model.merge_and_unload() if recipe.lora is not None else trainer.model
-    to_save.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    meta_src = Path(recipe.model) / "trajkit_model.json"
-    meta = json.loads(meta_src.read_text()) if meta_src.is_file() else {}
-    meta["template"] = template
-    (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    final = save_trained_model(trainer, tokenizer, template, recipe.model, out_dir)
     (out_dir / "train_log.json").write_text(
         json.dumps({"log_history": trainer.state.log_history}, indent=2) + "\n"
     )

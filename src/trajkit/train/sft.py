@@ -79,6 +79,26 @@ def training_device_args() -> dict[str, Any]:
     return {"bf16": False, "fp16": False, ckpt: False, "use_cpu": True}
 
 
+def save_trained_model(trainer, tokenizer, template: str, source_model: str, out_dir: Path) -> Path:
+    """Save the trained policy (LoRA merged in) to `out_dir/model` atomically, carrying over the
+    source model's trajkit card with the template it was trained with."""
+    from peft import PeftModel
+
+    final = out_dir / "model"
+    tmp = out_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model = trainer.model
+    (model.merge_and_unload() if isinstance(model, PeftModel) else model).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    card = Path(source_model) / "trajkit_model.json"
+    meta = json.loads(card.read_text()) if card.is_file() else {}
+    meta["template"] = template
+    (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
 def last_good_checkpoint(folder: str | Path) -> str | None:
     """The newest checkpoint that was written completely, or None.
 
@@ -189,18 +209,7 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
     last = last_good_checkpoint(args.output_dir) if recipe.resume else None
     trainer.train(resume_from_checkpoint=last)
 
-    final = out_dir / "model"
-    tmp = out_dir / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    to_save = trainer.model.merge_and_unload() if recipe.lora is not None else trainer.model
-    to_save.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    src_meta = Path(recipe.model) / "trajkit_model.json"
-    meta = json.loads(src_meta.read_text()) if src_meta.is_file() else {}
-    meta["template"] = template
-    (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    final = save_trained_model(trainer, tokenizer, template, recipe.model, out_dir)
     log = {"log_history": trainer.state.log_history, "throughput": throughput.history}
     (out_dir / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
     return final
