@@ -96,7 +96,8 @@ def _llama2(turns: Sequence[Turn]) -> list[Segment]:
     return segs
 
 
-LLAMA2 = ChatTemplate("llama2", _llama2, " [/INST]", " </s>", ("<s>", "</s>"))
+# The user block already ends with " [/INST]", so an agent turn needs no header of its own.
+LLAMA2 = ChatTemplate("llama2", _llama2, "", " </s>", ("<s>", "</s>"))
 
 
 # --- ChatML / Qwen2, with AGUVIS recipient routing ------------------------------------------------
@@ -291,10 +292,7 @@ class Renderer:
             )
         out = self._tokenize("prompt", self.template.segments(turns)) if turns else Rendered("prompt", [], [])
         header = self.template.assistant_header if assistant_header is None else assistant_header
-        if self.template is LLAMA2:
-            # Llama-2 closes the user block with " [/INST]" already; the agent text starts with " ".
-            return out.input_ids
-        return out.input_ids + self.encode(header)
+        return out.input_ids + (self.encode(header) if header else [])
 
     def _render_hf(self, trajectory: Trajectory) -> Rendered:
         tok = self.tokenizer
