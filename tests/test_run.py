@@ -19,7 +19,7 @@ env: {{name: household, kwargs: {{n_train: 40, n_test: 10}}}}
 model: {{tiny_size: xs}}
 expert: {{limit: 12}}
 sft: {{max_steps: 3, batch_size: 4, learning_rate: 0.003, save_steps: 1000, logging_steps: 1}}
-explore: {{limit: 4, batch_size: 4, max_new_tokens: 12, max_steps: 4, temperature: 1.0}}
+explore: {{limit: 4, batch_size: 1, max_new_tokens: 12, max_steps: 4, temperature: 1.0}}
 pairs: {{strategy: trajectory, extra_turns: 2}}
 dpo: {{max_steps: 4, batch_size: 2, learning_rate: 0.001, save_steps: 1, logging_steps: 1}}
 eval: {{limit: 3, batch_size: 3, max_new_tokens: 12, max_steps: 3}}
@@ -125,6 +125,7 @@ def kill_when(folder: Path, condition, timeout: float = 300) -> None:
 
 
 def mid_rollout(run_dir: Path) -> bool:
+    # Exploration runs one episode at a time in this recipe, so there is a window after each line.
     partial = run_dir / "round-1" / "explore.partial" / "rollouts.jsonl"
     return partial.is_file() and partial.read_text().count("\n") >= 1
 
