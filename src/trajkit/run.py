@@ -305,26 +305,6 @@ class Run:
             self.log(f"[sft] done in {time.perf_counter() - t0:.0f}s")
         return str(stage.final / "model")
 
-    def _policy(self, model_path: str, batch_size: int):
-        from transformers import AutoModelForCausalLM
-
-        from trajkit.policy.backends import HFBackend
-        from trajkit.policy.models import infer_template, load_tokenizer, resolve_dtype
-        from trajkit.render import Renderer
-
-        tok = load_tokenizer(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype("auto"))
-        if self._device() != "cpu":
-            model = model.to(self._device())
-        renderer = Renderer(tok, self.cfg.model.template or infer_template(model_path, tok))
-        return HFBackend(model, tok, renderer.end_of_turn_ids, batch_size=batch_size), renderer
-
-    @staticmethod
-    def _device() -> str:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
     def rollout_stage(
         self,
         name: str,
@@ -343,7 +323,9 @@ class Run:
         if stage.done:
             return _read_jsonl(stage.final / out_name)
         work = stage.begin()
-        backend, renderer = self._policy(model_path, batch_size)
+        from trajkit.policy.backends import load_sampler
+
+        backend, renderer = load_sampler(model_path, self.cfg.model.template, batch_size)
         cfg = RolloutConfig(
             n_samples=n_samples,
             sampling=sampling,
@@ -540,16 +522,15 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def _write_jsonl(path: Path, trajs: list[Trajectory]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for t in trajs:
-            fh.write(json.dumps(t.to_dict(), ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    from trajkit.data.io import write_trajectories
+
+    write_trajectories(trajs, path, format="trajkit")
 
 
 def _read_jsonl(path: Path) -> list[Trajectory]:
-    with path.open(encoding="utf-8") as fh:
-        return [Trajectory.from_dict(json.loads(line)) for line in fh if line.strip()]
+    from trajkit.data.io import load_trajectories
+
+    return load_trajectories(str(path), format="trajkit")
 
 
 def config_to_yaml(cfg: RunConfig) -> str:

@@ -76,21 +76,6 @@ def dpo(
     print(json.dumps({"model": str(run_dpo(recipe))}))
 
 
-def _policy(model: str, template: str | None, batch_size: int):
-    from transformers import AutoModelForCausalLM
-
-    from trajkit.policy.backends import HFBackend
-    from trajkit.policy.models import infer_template, load_tokenizer
-    from trajkit.render import Renderer
-
-    tok = load_tokenizer(model)
-    renderer = Renderer(tok, template or infer_template(model, tok))
-    backend = HFBackend(
-        AutoModelForCausalLM.from_pretrained(model), tok, renderer.end_of_turn_ids, batch_size
-    )
-    return backend, renderer
-
-
 @app.command()
 def explore(
     model: str = typer.Option(..., "--model"),
@@ -107,12 +92,12 @@ def explore(
 ) -> None:
     """Roll a policy out on an env's tasks; stores exact sampled tokens."""
     from trajkit.envs.registry import make_env
-    from trajkit.policy.backends import Sampling
+    from trajkit.policy.backends import Sampling, load_sampler
     from trajkit.rollout import RolloutConfig, run_rollouts
 
     tasks = make_env(env).tasks(split)
     tasks = tasks[:limit] if limit else tasks
-    backend, renderer = _policy(model, template, batch_size)
+    backend, renderer = load_sampler(model, template, batch_size)
     cfg = RolloutConfig(
         n_samples, Sampling(temperature, max_new_tokens=max_new_tokens), None, batch_size, policy_id=policy_id
     )
@@ -137,10 +122,10 @@ def evaluate(
     """Greedy evaluation per split; prints success rates with 95% intervals as JSON."""
     from trajkit.envs.registry import make_env
     from trajkit.evaluate import summarize
-    from trajkit.policy.backends import Sampling
+    from trajkit.policy.backends import Sampling, load_sampler
     from trajkit.rollout import RolloutConfig, run_rollouts
 
-    backend, renderer = _policy(model, template, batch_size)
+    backend, renderer = load_sampler(model, template, batch_size)
     the_env = make_env(env)
     results = {}
     for split in _split_list(splits):

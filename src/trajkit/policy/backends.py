@@ -122,3 +122,19 @@ class HFBackend:
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
         picks = [torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)]
         return torch.cat(picks)
+
+
+def load_sampler(model_path: str, template: str | None = None, batch_size: int = 32):
+    """(HFBackend, Renderer) for a model folder or hub id, on the GPU when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trajkit.policy.models import infer_template, load_tokenizer, resolve_dtype
+    from trajkit.render import Renderer
+
+    tokenizer = load_tokenizer(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=resolve_dtype("auto"))
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    renderer = Renderer(tokenizer, template or infer_template(model_path, tokenizer))
+    return HFBackend(model, tokenizer, renderer.end_of_turn_ids, batch_size=batch_size), renderer
