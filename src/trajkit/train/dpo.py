@@ -161,7 +161,7 @@ def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Pat
         ThroughputCallback,
         last_good_checkpoint,
         save_trained_model,
-        training_device_args,
+        trainer_args,
     )
 
     out_dir = Path(recipe.output_dir)
@@ -193,25 +193,11 @@ def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Pat
     loss_types = [recipe.loss_type] + (["sft"] if recipe.nll_weight > 0 else [])
     loss_weights = [1.0] + ([recipe.nll_weight] if recipe.nll_weight > 0 else [])
     args = DPOConfig(
-        output_dir=str(out_dir / "checkpoints"),
+        **trainer_args(recipe, out_dir),
         beta=recipe.beta,
         loss_type=loss_types,
         loss_weights=loss_weights,
-        num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps,
-        learning_rate=recipe.learning_rate,
-        lr_scheduler_type=recipe.lr_scheduler,
-        warmup_steps=recipe.warmup,
-        per_device_train_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.grad_accum,
-        max_length=recipe.max_length,
         precompute_ref_log_probs=True,
-        logging_steps=recipe.logging_steps,
-        save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
-        seed=recipe.seed,
-        report_to="none",
-        **{**training_device_args(), **recipe.extra_args},
     )
     collator_cls, trainer_cls = masked_trainer_classes()
     trainer = trainer_cls(

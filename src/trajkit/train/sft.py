@@ -79,6 +79,31 @@ def training_device_args() -> dict[str, Any]:
     return {"bf16": False, "fp16": False, ckpt: False, "use_cpu": True}
 
 
+def trainer_args(recipe, out_dir: Path) -> dict[str, Any]:
+    """The TrainingArguments that SFT and DPO recipes share, by their transformers names.
+
+    Device settings come first so a recipe's `extra_args` can still override them.
+    """
+    return {
+        "output_dir": str(out_dir / "checkpoints"),
+        "num_train_epochs": recipe.epochs,
+        "max_steps": recipe.max_steps,
+        "learning_rate": recipe.learning_rate,
+        "lr_scheduler_type": recipe.lr_scheduler,
+        "warmup_steps": recipe.warmup,
+        "per_device_train_batch_size": recipe.batch_size,
+        "gradient_accumulation_steps": recipe.grad_accum,
+        "max_length": recipe.max_length,
+        "logging_steps": recipe.logging_steps,
+        "save_steps": recipe.save_steps,
+        "save_total_limit": recipe.save_total_limit,
+        "seed": recipe.seed,
+        "report_to": "none",
+        **training_device_args(),
+        **recipe.extra_args,
+    }
+
+
 def save_trained_model(trainer, tokenizer, template: str, source_model: str, out_dir: Path) -> Path:
     """Save the trained policy (LoRA merged in) to `out_dir/model` atomically, carrying over the
     source model's trajkit card with the template it was trained with."""
@@ -177,26 +202,12 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
     dataset = build_sft_dataset(trajectories, Renderer(tokenizer, template), recipe.max_length)
 
     args = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps,
-        learning_rate=recipe.learning_rate,
-        lr_scheduler_type=recipe.lr_scheduler,
-        warmup_steps=recipe.warmup,
+        **trainer_args(recipe, out_dir),
         weight_decay=recipe.weight_decay,
-        per_device_train_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.grad_accum,
-        max_length=recipe.max_length,
         packing=recipe.packing,
         packing_strategy="bfd",
         padding_free=recipe.packing,
-        logging_steps=recipe.logging_steps,
-        save_steps=recipe.save_steps,
-        save_total_limit=recipe.save_total_limit,
-        seed=recipe.seed,
-        report_to="none",
         dataset_num_proc=None,
-        **{**training_device_args(), **recipe.extra_args},
     )
     throughput = ThroughputCallback()
     trainer = SFTTrainer(
