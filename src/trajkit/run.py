@@ -32,6 +32,11 @@ from trajkit.policy.models import LoraSpec
 class EnvSection:
     name: str = "household"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Run each rollout env in its own process with per-call timeouts (real simulators: a crash or
+    # hang then costs one episode). The built-in household world is safe and fast in-process.
+    workers: bool = False
+    step_timeout: float = 60.0
+    reset_timeout: float = 300.0
 
 
 @dataclass
@@ -203,7 +208,15 @@ class Run:
     def fresh_envs(self, n: int):
         from trajkit.envs.registry import make_env
 
-        return [make_env(self.cfg.env.name, **self.cfg.env.kwargs) for _ in range(n)]
+        section = self.cfg.env
+        if not section.workers:
+            return [make_env(section.name, **section.kwargs) for _ in range(n)]
+        from trajkit.envs.worker import EnvWorker
+
+        return [
+            EnvWorker(section.name, section.kwargs, section.step_timeout, section.reset_timeout)
+            for _ in range(n)
+        ]
 
     def _prepare_dir(self, config_text: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -9,13 +9,14 @@ reason when it cannot (a package missing, an adapter not built yet, a server not
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 Factory = Callable[..., Any]
 Check = Callable[[], "str | None"]
+# Factories, checks and oracles may be given as "package.module:attribute" strings, so that
+# registering an adapter imports nothing of it until it is used.
 
 
 class UnknownEnvError(KeyError):
@@ -39,7 +40,7 @@ class EnvInfo:
 @dataclass(frozen=True)
 class _Entry:
     factory: Factory | str | None
-    check: Check | None
+    check: Check | str | None
     description: str
     oracle: Factory | str | None = None  # expert(env, task, seed) -> Trajectory
 
@@ -50,7 +51,7 @@ _REGISTRY: dict[str, _Entry] = {}
 def register_env(
     name: str,
     factory: Factory | str | None,
-    check: Check | None = None,
+    check: Check | str | None = None,
     *,
     description: str = "",
     oracle: Factory | str | None = None,
@@ -95,7 +96,8 @@ def resolve_factory(path: str) -> Factory:
 def _availability(entry: _Entry) -> tuple[bool, str]:
     if entry.check is not None:
         try:
-            reason = entry.check()
+            check = resolve_factory(entry.check) if isinstance(entry.check, str) else entry.check
+            reason = check()
         except Exception as err:  # a broken check must not break `env list`
             return False, f"availability check failed: {type(err).__name__}: {err}"
         if reason:
@@ -141,24 +143,23 @@ def get_oracle(name: str) -> Factory:
     return resolve_factory(entry.oracle) if isinstance(entry.oracle, str) else entry.oracle
 
 
-def _adapter_pending(package: str) -> Check:
-    """The check of a benchmark whose adapter does not exist yet: names what is missing."""
-
-    def check() -> str | None:
-        if importlib.util.find_spec(package) is None:
-            return f"adapter not built yet; package '{package}' not installed"
-        return "adapter not built yet"
-
-    return check
-
-
 register_env(
     "household",
     "trajkit.envs.household:HouseholdEnv",
     description="built-in pure-Python household world (ALFWorld-style)",
     oracle="trajkit.envs.household:expert_trajectory",
 )
-register_env("alfworld", None, _adapter_pending("alfworld"))
-register_env("sciworld", None, _adapter_pending("scienceworld"))
-register_env("webshop", None, _adapter_pending("web_agent_site"))
-register_env("miniwob", None, _adapter_pending("miniwob"))
+# Real benchmarks: each adapter's `availability()` names what is missing (package, Java, data).
+for _name, _module, _cls, _about in (
+    ("sciworld", "sciworld", "ScienceWorldEnv", "ScienceWorld (scienceworld package, Java)"),
+    ("alfworld", "alfworld", "ALFWorldEnv", "ALFWorld text games (alfworld package, game files)"),
+    ("webshop", "webshop", "WebShopEnv", "WebShop over a product/goal data directory"),
+    ("miniwob", "miniwob", "MiniWoBEnv", "MiniWoB++ task pages in headless Chromium"),
+):
+    register_env(
+        _name,
+        f"trajkit.envs.{_module}:{_cls}",
+        f"trajkit.envs.{_module}:availability",
+        description=_about,
+        oracle=f"trajkit.envs.{_module}:oracle_trajectory",
+    )

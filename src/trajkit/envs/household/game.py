@@ -83,6 +83,8 @@ class HouseholdEnv:
     this world version, so tasks can travel as data (JSON) between processes.
     """
 
+    splits = SPLITS
+
     name = "household"
     version = VERSION
     instruction = INSTRUCTION
