@@ -95,6 +95,28 @@ def test_batched_greedy_equals_single(policy):
     assert batched == single
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_prefix_cache_changes_nothing_but_the_work(tmp_path, policy, temperature: float) -> None:
+    """Reusing each episode's KV cache across steps samples exactly what full re-prefill does,
+    while prefilling only the new tokens of each step."""
+    backend, renderer = policy
+    cached = HFBackend(backend.model, backend.tokenizer, backend.stop_ids, batch_size=3)
+    plain = HFBackend(backend.model, backend.tokenizer, backend.stop_ids, batch_size=3, prefix_cache=False)
+    # Episodes of different lengths share batches, so rows carry caches of different lengths.
+    tasks = [Task(f"t{i}", "train", max_steps=2 + i % 3) for i in range(6)]
+    cfg = RolloutConfig(sampling=Sampling(temperature=temperature, max_new_tokens=6, seed=3), policy_id="p")
+    runs = {}
+    for name, b in (("cached", cached), ("plain", plain)):
+        envs = [CountingEnv(need=9) for _ in range(4)]
+        runs[name] = run_rollouts(tasks, envs, b, renderer, tmp_path / f"{name}.jsonl", cfg)
+    assert [t.to_dict() for t in runs["cached"]] == [t.to_dict() for t in runs["plain"]]
+    assert sum(t.metadata["steps"] for t in runs["cached"]) == sum(2 + i % 3 for i in range(6))
+    assert plain.stats["prefilled_tokens"] == plain.stats["prompt_tokens"]
+    assert cached.stats["prompt_tokens"] == plain.stats["prompt_tokens"]
+    assert cached.stats["prefilled_tokens"] < 0.6 * plain.stats["prefilled_tokens"]
+    assert cached._cache == {}  # finished episodes release their caches
+
+
 def test_resume_skips_finished_and_cuts_torn_line(tmp_path, policy):
     backend, renderer = policy
     cfg = RolloutConfig(sampling=Sampling(temperature=0, max_new_tokens=4), policy_id="p")
@@ -153,3 +175,29 @@ def test_sampling_is_independent_of_batch_mates(tmp_path, policy):
     # Different samples of one task differ (the seed includes the sample index).
     a, b = by_id["p/t0/s0"], by_id["p/t0/s1"]
     assert [t.token_ids for t in a.turns] != [t.token_ids for t in b.turns]
+
+
+def test_icl_example_and_instruction_override(tmp_path, policy) -> None:
+    from trajkit.data.schema import AGENT, OBSERVATION, TASK, Turn
+    from trajkit.envs.base import ICL_HANDOVER, ICL_INTRO
+
+    backend, renderer = policy
+    example = [Turn(TASK, "Example task."), Turn(AGENT, "Action: a"), Turn(OBSERVATION, "Observation: b")]
+    cfg = RolloutConfig(
+        sampling=Sampling(temperature=0, max_new_tokens=4),
+        policy_id="p",
+        instruction="Trained instruction.",
+        icl=lambda task: example,
+    )
+    (traj,) = run_rollouts(TASKS[:1], [CountingEnv(need=1)], backend, renderer, tmp_path / "r.jsonl", cfg)
+    texts = [t.text for t in traj.turns]
+    assert texts[:5] == [
+        "Trained instruction.",
+        "OK",
+        f"{ICL_INTRO}\nExample task.",
+        "Action: a",
+        "Observation: b",
+    ]
+    assert texts[5] == ICL_HANDOVER + "Your task is to: count for t0."
+    # The example's agent turn is context, never a training target.
+    assert [t.trained for t in traj.turns[:6]] == [False, True, False, False, False, False]

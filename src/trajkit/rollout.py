@@ -33,6 +33,12 @@ class RolloutConfig:
     batch_size: int = 32  # live episodes at once (= generation batch)
     max_context: int = 4096  # prompt + new tokens; an episode that would exceed it is ended
     policy_id: str = "policy"
+    # The first user turn; None: the env's own instruction. A run passes the expert data's, so
+    # the prompts a policy is evaluated with are the ones it was trained on.
+    instruction: str | None = None
+    # task -> turns of one worked example episode shown before the task (ETO's evaluation-time
+    # in-context example); None: no example.
+    icl: Callable[[Task], list[Turn]] | None = None
 
 
 class EpisodeError(RuntimeError):
@@ -123,6 +129,8 @@ def run_rollouts(
         def finish(ep: _Live, error: str | None = None) -> None:
             nonlocal finished
             free_envs.append(ep.env)
+            if hasattr(backend, "forget"):
+                backend.forget(episode_id(config.policy_id, ep.task.id, ep.sample))
             if error is not None and ep.attempt == 0:
                 pending.appendleft((ep.task, ep.sample, 1))  # retried once
                 return
@@ -150,8 +158,9 @@ def run_rollouts(
                 if err is not None:
                     finish(ep, err)
                     continue
-                instruction = getattr(env, "instruction", "")
-                ep.turns = episode_prefix(instruction, obs.text)
+                instruction = config.instruction or getattr(env, "instruction", "")
+                icl = config.icl(task) if config.icl is not None else None
+                ep.turns = episode_prefix(instruction, obs.text, icl)
                 live.append(ep)
             if not live:
                 continue
@@ -167,7 +176,8 @@ def run_rollouts(
             if not live:
                 continue
             seeds = [sample_seed(config, ep.task.id, ep.sample, ep.steps) for ep in live]
-            completions = backend.generate(prompts, config.sampling, seeds)
+            keys = [episode_id(config.policy_id, ep.task.id, ep.sample) for ep in live]
+            completions = backend.generate(prompts, config.sampling, seeds, keys=keys)
 
             for ep, ids in zip(live, completions, strict=True):
                 text = renderer.tokenizer.decode(ids, skip_special_tokens=False)
