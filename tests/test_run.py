@@ -148,3 +148,24 @@ def test_kill_and_resume_matches_uninterrupted(reference_run, tmp_path, point):
     # Token for token, the resumed run sampled and evaluated what the uninterrupted one did.
     for stage in ("round-1/explore", "round-1/eval"):
         assert agent_tokens(tmp_path / "run", stage) == agent_tokens(run_dir, stage)
+
+
+def test_rollouts_take_the_expert_datas_instruction(tmp_path) -> None:
+    from trajkit.data.schema import AGENT, TASK, Trajectory, Turn
+    from trajkit.run import EnvSection, Run, RunConfig
+
+    def expert(i: int, first: str) -> Trajectory:
+        return Trajectory(f"e{i}", [Turn(TASK, first), Turn(AGENT, "OK"), Turn(TASK, "t"), Turn(AGENT, "a")])
+
+    folder = tmp_path / "expert"
+    folder.mkdir()
+    (folder / "DONE").write_text("{}")
+    write = lambda trajs: (folder / "expert.jsonl").write_text(  # noqa: E731
+        "".join(json.dumps(t.to_dict()) + "\n" for t in trajs)
+    )
+    write([expert(0, "Interact with a household."), expert(1, "Interact with a household.")])
+    assert Run(RunConfig(run_dir=str(tmp_path))).instruction() == "Interact with a household."
+    no = RunConfig(run_dir=str(tmp_path), env=EnvSection(instruction_from="env"))
+    assert Run(no).instruction() is None
+    write([expert(0, "one wording"), expert(1, "another wording")])  # ambiguous: the env's own
+    assert Run(RunConfig(run_dir=str(tmp_path))).instruction() is None

@@ -37,6 +37,9 @@ class EnvSection:
     workers: bool = False
     step_timeout: float = 60.0
     reset_timeout: float = 300.0
+    # Where rollouts take their first user turn from: "expert" (the expert data's, when all its
+    # trajectories share one; training and evaluation prompts then cannot drift) or "env".
+    instruction_from: str = "expert"
 
 
 @dataclass
@@ -81,6 +84,9 @@ class EvalSection:
     batch_size: int = 32
     max_steps: int | None = None  # None: each task's own step budget
     allow_overlap: bool = False
+    # Show one worked example episode before each test task, as ETO's evaluation does (envs that
+    # provide `icl_turns(task)`); exploration never uses it, so pairs share the expert's prompt.
+    icl: bool = False
 
 
 @dataclass
@@ -128,6 +134,8 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
     cfg = from_dict(RunConfig, data, where=str(path))
     if cfg.dpo_reference not in ("round_start", "sft"):
         raise ConfigError(f"{path}: dpo_reference must be round_start or sft")
+    if cfg.env.instruction_from not in ("expert", "env"):
+        raise ConfigError(f"{path}: env.instruction_from must be expert or env")
     return cfg
 
 
@@ -217,6 +225,23 @@ class Run:
             EnvWorker(section.name, section.kwargs, section.step_timeout, section.reset_timeout)
             for _ in range(n)
         ]
+
+    def instruction(self) -> str | None:
+        """The expert data's first user turn when every expert trajectory opens with the same one
+        (and the run asks for it); else None, so rollouts use the env's own instruction."""
+        if self.cfg.env.instruction_from != "expert":
+            return None
+        path = Stage(self.dir, "expert").final / "expert.jsonl"
+        if not path.is_file():
+            return None
+        firsts = {traj.turns[0].text for traj in _read_jsonl(path) if traj.turns}
+        return firsts.pop() if len(firsts) == 1 else None
+
+    def _icl_source(self):
+        env = self.env()
+        if not hasattr(env, "icl_turns"):
+            raise ConfigError(f"eval.icl: env {self.cfg.env.name!r} has no in-context example")
+        return env.icl_turns
 
     def _prepare_dir(self, config_text: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -328,6 +353,7 @@ class Run:
         n_samples: int,
         policy_id: str,
         max_steps: int | None,
+        icl: bool = False,
     ) -> list[Trajectory]:
         from trajkit.rollout import RolloutConfig, run_rollouts
 
@@ -346,6 +372,8 @@ class Run:
             max_steps=max_steps,
             max_context=self.cfg.explore.max_context,
             policy_id=policy_id,
+            instruction=self.instruction(),
+            icl=self._icl_source() if icl else None,
         )
         t0 = time.perf_counter()
         last = [0.0]
@@ -383,6 +411,7 @@ class Run:
                 1,
                 policy_id,
                 ev.max_steps,
+                icl=ev.icl,
             )
             results[split] = summarize(trajs)
             self.log(

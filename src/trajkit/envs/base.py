@@ -50,16 +50,27 @@ class Env(Protocol):
     def close(self) -> None: ...
 
 
-def episode_prefix(instruction: str, first_observation: str) -> list:
+ICL_INTRO = "Here is an example."
+ICL_HANDOVER = "Now, it's your turn and here is the task.\n"
+
+
+def episode_prefix(instruction: str, first_observation: str, icl: list | None = None) -> list:
     """The opening turns of a text-env episode, in ETO's layout.
 
     ETO data opens with the env's instruction as a user turn, the agent's "OK", then the task
     (initial observation + goal). Experts and rollouts both start from this, so their prompts
-    cannot drift apart.
+    cannot drift apart. With `icl` (one worked episode as turns, task turn first), the example
+    is replayed as conversation turns between the "OK" and the task, as ETO's evaluation does;
+    its turns are never trained.
     """
     from trajkit.data.schema import AGENT, TASK, Turn
 
-    return [Turn(TASK, instruction), Turn(AGENT, "OK"), Turn(TASK, first_observation)]
+    turns = [Turn(TASK, instruction), Turn(AGENT, "OK")]
+    if not icl:
+        return turns + [Turn(TASK, first_observation)]
+    example = [Turn(t.role, t.text, train=False) for t in icl]
+    example[0] = Turn(example[0].role, f"{ICL_INTRO}\n{example[0].text}", train=False)
+    return turns + example + [Turn(TASK, ICL_HANDOVER + first_observation)]
 
 
 def observation_turn(text: str, image: str | None = None):
