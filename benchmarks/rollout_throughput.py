@@ -77,6 +77,9 @@ class TimedBackend:
             self.seconds += time.perf_counter() - t0
             self.calls += 1
 
+    def forget(self, key: str) -> None:
+        self.backend.forget(key)
+
 
 def build_model(work: Path, size: str, n_corpus: int, seed: int):
     """A tiny untrained model and tokenizer whose BPE is trained on household expert texts."""
@@ -182,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(tasks) < args.tasks:
             print(f"note: only {len(tasks)} test_seen tasks exist", file=sys.stderr)
         engine_backend = TimedBackend(HFBackend(model, tok, stop_ids, batch_size=args.batch_size))
-        single_backend = TimedBackend(HFBackend(model, tok, stop_ids, batch_size=1))
+        # ETO's loop sends the whole history every step: no KV cache kept between steps.
+        single_backend = TimedBackend(HFBackend(model, tok, stop_ids, batch_size=1, prefix_cache=False))
         print(
             f"tasks: {len(tasks)} test_seen, max_steps={args.max_steps}, "
             f"max_new_tokens={args.max_new_tokens}, greedy, torch threads={torch.get_num_threads()}"
@@ -223,11 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         eng = rates("engine", len(eng_trajs), *counts(eng_trajs), eng_s)
         eng["engine_generate_s"] = round(engine_backend.seconds, 3)
         eng["engine_generate_calls"] = engine_backend.calls
+        stats = engine_backend.backend.stats
+        eng["engine_prompt_tokens"] = stats["prompt_tokens"]
+        eng["engine_prefilled_tokens"] = stats["prefilled_tokens"]
         print(
             f"engine:     {eng['engine_eps_per_s']:.3f} episodes/s, "
             f"{eng['engine_steps_per_s']:.2f} env steps/s, "
             f"{eng['engine_tokens_per_s']:.1f} tokens/s "
-            f"({eng_s:.1f}s, {engine_backend.seconds:.1f}s in {engine_backend.calls} generate calls)"
+            f"({eng_s:.1f}s, {engine_backend.seconds:.1f}s in {engine_backend.calls} generate calls; "
+            f"prefilled {stats['prefilled_tokens']} of {stats['prompt_tokens']} prompt tokens, "
+            "the rest came from each episode's kept KV cache)"
         )
 
         # Same greedy model on the same tasks: the episodes should match token for token

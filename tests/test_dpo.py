@@ -95,6 +95,55 @@ def test_trl_logps_equal_masked_sum(renderer, tiny_model_dir, tmp_path):
         assert abs(everything.item() - expected.item()) > 1.0  # observations would have counted
 
 
+def test_observation_tokens_receive_no_gradient(renderer, tiny_model_dir, tmp_path):
+    """Backpropagate the DPO loss and look at the gradient reaching the final hidden state of each
+    position (it feeds only that position's next-token prediction): prompt and observation
+    predictions get exactly zero, agent token predictions do not."""
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    from trajkit.train.sft import training_device_args
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    dataset = build_pair_dataset([PAIR], renderer, max_length=2048)
+    collator_cls, trainer_cls = masked_trainer_classes()
+    collator = collator_cls(pad_token_id=renderer.tokenizer.pad_token_id)
+    args = DPOConfig(output_dir=str(tmp_path / "unused"), report_to="none", **training_device_args())
+    trainer = trainer_cls(
+        model=model,
+        ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        args=args,
+        train_dataset=dataset,
+        processing_class=renderer.tokenizer,
+        data_collator=collator,
+    )
+    captured = []
+
+    def keep_hidden(module, inputs, output):
+        output.retain_grad()
+        captured.append(output)
+
+    # TRL fuses the LM head with the log-prob gather, so hook the last hidden state instead.
+    handle = model.model.norm.register_forward_hook(keep_hidden)
+    batch = collator([dataset[0]])
+    model.train()
+    loss = trainer.compute_loss(model, batch)
+    handle.remove()
+    loss.backward()
+    (hidden,) = [t for t in captured if t.requires_grad]
+    grad = hidden.grad.abs().sum(-1)  # [2 rows: chosen, rejected] x positions
+    scored = batch["completion_mask"][:, 1:].bool()  # position j predicts token j + 1
+    width = min(grad.shape[1], scored.shape[1] + 1) - 1
+    grad, scored = grad[:, :width], scored[:, :width]
+    row = dataset[0]
+    for r, side in enumerate(("chosen", "rejected")):
+        n = len(row["prompt_ids"]) + len(row[f"{side}_ids"]) - 1
+        assert scored[r, :n].sum().item() == sum(row[f"{side}_mask"])
+        assert (grad[r, :n][~scored[r, :n]] == 0).all()  # prompt and observation predictions
+        assert (grad[r, :n][scored[r, :n]] > 0).all()  # every agent token prediction
+    assert sum((~scored[r]).sum().item() for r in range(2)) > 40  # there were many unscored ones
+
+
 def test_dpo_trains_and_prefers_chosen(tmp_path, tiny_model_dir):
     pairs_file = tmp_path / "pairs.jsonl"
     pairs_file.write_text("\n".join(json.dumps(PAIR) for _ in range(4)) + "\n")
