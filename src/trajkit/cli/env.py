@@ -86,6 +86,9 @@ def oracle_command(
         # Task i does not depend on the split size, so generating only the first n tasks is exact.
         sizes = {"n_train": size, "n_test": 0} if split == "train" else {"n_train": 0, "n_test": size}
         env = _make(env_name, data_dir, seed=seed, **sizes)
+    elif env_name == "miniwob":
+        # Screenshots are kept beside the output file, so the trajectories stay valid after the env closes.
+        env = _make(env_name, data_dir, screenshot_dir=str(out.parent / f"{out.stem}-images"))
     else:
         env = _make(env_name, data_dir)
     try:

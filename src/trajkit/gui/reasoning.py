@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from trajkit.data.schema import AGENT, SYSTEM, TASK, Trajectory, Turn
+from trajkit.data.schema import AGENT, OBSERVATION, SYSTEM, TASK, Trajectory, Turn
 
 LEVELS = ("none", "l1", "l2", "l3")
 # Monologue lines of each level, in the order they are written.
@@ -165,7 +165,7 @@ def _exchanges_from_messages(
             if exchanges or prompt is not None or system is not None:
                 raise ValueError(f"{at}: a system message may only come first")
             system = text
-        elif role == TASK:
+        elif role in (TASK, OBSERVATION):  # env trajectories carry each screen as an observation
             if prompt is not None:
                 # Two user messages in a row: keep both, as one prompt.
                 prompt = f"{prompt}\n{text}"
