@@ -10,6 +10,13 @@ carries the exact ids the sampler produced; those are used verbatim, never re-to
 Templates: `llama2` (ETO's `[INST]` layout), `chatml` / `qwen2` (with AGUVIS `<|recipient|>`
 routing and `<|diff_marker|>`), `llama3`, `tiny` (the built-in tiny model's own), and `hf`, which
 defers to a tokenizer's own chat template with `{% generation %}` markers.
+
+Images (chatml / qwen2): each image of a turn becomes its own untrained vision segment,
+`<|vision_start|><|image_pad|><|vision_end|>`, where the text has `<image>` (images with no
+placeholder go first in the turn, Qwen2-VL style). A Renderer given `image_tokens` (image path ->
+number of visual tokens) writes as many `<|image_pad|>` ids as the vision tower yields for that
+image, and `Rendered.images` lists the images in the order their spans appear, so a collator can
+line pixel values up with the pads.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from trajkit.data.schema import AGENT, SYSTEM, Trajectory, Turn
 RECIPIENT = "<|recipient|>"
 DIFF_MARKER = "<|diff_marker|>"
 IMAGE_PLACEHOLDER = "<image>"
-QWEN_VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+VISION_START, IMAGE_PAD, VISION_END = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"
+QWEN_VISION = f"{VISION_START}{IMAGE_PAD}{VISION_END}"
 
 
 class RenderError(ValueError):
@@ -36,6 +44,7 @@ class Segment:
     trained: bool
     token_ids: list[int] | None = None  # exact ids to use instead of tokenizing `text`
     close: str | None = None  # the end-of-turn text a sampled turn must end with
+    image: str | None = None  # set on a vision span: the image it stands for
 
 
 @dataclass
@@ -44,6 +53,7 @@ class Rendered:
     input_ids: list[int]
     loss_mask: list[int]
     segments: list[Segment] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # one per vision span, in order
 
     @property
     def n_trained(self) -> int:
@@ -104,9 +114,32 @@ LLAMA2 = ChatTemplate("llama2", _llama2, "", " </s>", ("<s>", "</s>"))
 _CHATML_ROLE = {"system": "system", "task": "user", "observation": "user", "agent": "assistant"}
 
 
-def _chatml_content(turn: Turn) -> str:
-    # Qwen2-VL writes an image as a vision span where the data has an `<image>` placeholder.
-    return turn.text.replace(IMAGE_PLACEHOLDER, QWEN_VISION) if turn.image else turn.text
+def _turn_images(turn: Turn) -> list[str]:
+    if isinstance(turn.image, str):
+        return [turn.image]
+    return list(turn.image or [])
+
+
+def _chatml_user(turn: Turn, role: str) -> list[Segment]:
+    """A non-agent turn; Qwen2-VL writes each image as a vision span where the text has `<image>`."""
+    images = _turn_images(turn)
+    if not images:
+        return [Segment(f"<|im_start|>{role}\n{turn.text}<|im_end|>\n", trained=turn.trained)]
+    text, spans = turn.text, images
+    placeholders = text.count(IMAGE_PLACEHOLDER)
+    if len(images) > placeholders:
+        # Images beyond the placeholders go first, each on its own line, so none is dropped silently.
+        text = (IMAGE_PLACEHOLDER + "\n") * (len(images) - placeholders) + text
+        spans = images[placeholders:] + images[:placeholders]
+    parts = text.split(IMAGE_PLACEHOLDER)
+    segs = [Segment(f"<|im_start|>{role}\n{parts[0]}", trained=turn.trained)]
+    for i, part in enumerate(parts[1:]):
+        # A placeholder with no image left keeps the single-pad span (a text-only rendering).
+        image = spans[i] if i < len(spans) else None
+        segs.append(Segment(QWEN_VISION, trained=False, image=image))
+        segs.append(Segment(part, trained=turn.trained))
+    segs[-1].text += "<|im_end|>\n"
+    return [s for s in segs if s.text]
 
 
 def _chatml(turns: Sequence[Turn]) -> list[Segment]:
@@ -114,8 +147,7 @@ def _chatml(turns: Sequence[Turn]) -> list[Segment]:
     for turn in turns:
         role = _CHATML_ROLE[turn.role]
         if turn.role != AGENT:
-            text = f"<|im_start|>{role}\n{_chatml_content(turn)}<|im_end|>\n"
-            segs.append(Segment(text, trained=turn.trained))
+            segs.extend(_chatml_user(turn, role))
             continue
         end = DIFF_MARKER if turn.end_turn else "<|im_end|>"
         if turn.recipient is not None:
@@ -225,12 +257,20 @@ def to_chat_messages(turns: Sequence[Turn]) -> list[dict[str, str]]:
 
 
 class Renderer:
-    """Binds a template to a tokenizer. `render` for training, `prompt_ids` for sampling."""
+    """Binds a template to a tokenizer. `render` for training, `prompt_ids` for sampling.
 
-    def __init__(self, tokenizer: Any, template: str = "tiny"):
+    `image_tokens` (image path -> number of visual tokens), given for a vision-language model,
+    makes every vision span hold that many `<|image_pad|>` ids; without it a span holds one, as
+    in text-only renderings.
+    """
+
+    def __init__(
+        self, tokenizer: Any, template: str = "tiny", image_tokens: Callable[[str], int] | None = None
+    ):
         self.tokenizer = tokenizer
         self.template_name = template
         self.template = None if template == "hf" else get_template(template)
+        self.image_tokens = image_tokens
         self._cache: dict[str, list[int]] = {}
 
     def encode(self, text: str) -> list[int]:
@@ -247,11 +287,26 @@ class Renderer:
             return [self.tokenizer.eos_token_id]
         return self.encode(self.template.end_of_turn)
 
+    def _vision_ids(self, record_id: str, image: str) -> list[int]:
+        assert self.image_tokens is not None
+        try:
+            n = int(self.image_tokens(image))
+        except (OSError, ValueError) as err:
+            raise RenderError(f"record {record_id!r}: cannot size image {image!r}: {err}") from None
+        if n < 1:
+            raise RenderError(f"record {record_id!r}: image {image!r} yields no visual tokens")
+        return self.encode(VISION_START) + self.encode(IMAGE_PAD) * n + self.encode(VISION_END)
+
     def _tokenize(self, record_id: str, segments: list[Segment]) -> Rendered:
         ids: list[int] = []
         mask: list[int] = []
+        images: list[str] = []
         for seg in segments:
-            if seg.token_ids is not None:
+            if seg.image is not None:
+                images.append(seg.image)
+            if seg.image is not None and self.image_tokens is not None:
+                seg_ids = self._vision_ids(record_id, seg.image)
+            elif seg.token_ids is not None:
                 seg_ids = list(seg.token_ids)
                 # A sampled turn cut off by the token limit never emitted its end-of-turn; close it
                 # so the sample keeps the template's structure.
@@ -262,7 +317,18 @@ class Renderer:
                 seg_ids = self.encode(seg.text)
             ids.extend(seg_ids)
             mask.extend([int(seg.trained)] * len(seg_ids))
-        return Rendered(record_id, ids, mask, segments)
+        return Rendered(record_id, ids, mask, segments, images)
+
+    def _check_images(self, record_id: str, turns: Sequence[Turn], out: Rendered) -> None:
+        """With a vision model, an image the template could not show is an error, not a loss."""
+        if self.image_tokens is None:
+            return
+        wanted = sum(len(_turn_images(t)) for t in turns)
+        if len(out.images) != wanted:
+            raise RenderError(
+                f"record {record_id!r}: {wanted} image(s) but template {self.template_name!r} "
+                f"rendered {len(out.images)} vision span(s); use template qwen2 for image turns"
+            )
 
     def render(self, trajectory: Trajectory, *, require_trained: bool = True) -> Rendered:
         if not trajectory.turns:
@@ -271,6 +337,7 @@ class Renderer:
             out = self._render_hf(trajectory)
         else:
             out = self._tokenize(trajectory.id, self.template.segments(trajectory.turns))
+        self._check_images(trajectory.id, trajectory.turns, out)
         if require_trained and out.n_trained == 0:
             raise RenderError(
                 f"record {trajectory.id!r}: empty loss mask (no trained agent tokens); "
@@ -284,15 +351,25 @@ class Renderer:
         This is, token for token, the prefix the full rendering will have once the sampled turn
         is appended, so stored rollouts train on exactly what was sampled.
         """
+        return self.prompt(turns, assistant_header).input_ids
+
+    def prompt(self, turns: Sequence[Turn], assistant_header: str | None = None) -> Rendered:
+        """`prompt_ids` with the images of its vision spans (`.images`), for a vision model."""
         if self.template is None:
-            return list(
-                self.tokenizer.apply_chat_template(
-                    to_chat_messages(turns), tokenize=True, add_generation_prompt=True, return_dict=False
-                )
+            if any(t.image for t in turns) and self.image_tokens is not None:
+                raise RenderError("prompt: template 'hf' cannot render image turns; use qwen2")
+            ids = self.tokenizer.apply_chat_template(
+                to_chat_messages(turns), tokenize=True, add_generation_prompt=True, return_dict=False
             )
+            return Rendered("prompt", list(ids), [0] * len(ids))
         out = self._tokenize("prompt", self.template.segments(turns)) if turns else Rendered("prompt", [], [])
+        self._check_images("prompt", turns, out)
         header = self.template.assistant_header if assistant_header is None else assistant_header
-        return out.input_ids + (self.encode(header) if header else [])
+        if header:
+            out.segments.append(Segment(header, trained=False))
+            out.input_ids += self.encode(header)
+            out.loss_mask += [0] * (len(out.input_ids) - len(out.loss_mask))
+        return out
 
     def _render_hf(self, trajectory: Trajectory) -> Rendered:
         tok = self.tokenizer

