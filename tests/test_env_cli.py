@@ -136,3 +136,17 @@ def test_env_modules_do_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_availability_check_sees_the_env_kwargs() -> None:
+    def check(data_dir=None):
+        return None if data_dir == "/data" else "needs data_dir"
+
+    register_env("toy-data", lambda **kw: kw, check=check)
+    try:
+        assert make_env("toy-data", data_dir="/data", other=1) == {"data_dir": "/data", "other": 1}
+        with pytest.raises(EnvUnavailableError, match="needs data_dir"):
+            make_env("toy-data", other=1)
+        assert env_info("toy-data").reason == "needs data_dir"
+    finally:
+        unregister_env("toy-data")

@@ -131,7 +131,10 @@ def check_splits_command(
         ]
         report = []
         for split in test_splits:
-            overlap = split_overlap(env, "train", split)
+            try:
+                overlap = split_overlap(env, "train", split)
+            except (KeyError, ValueError, OSError) as err:
+                raise UsageError(f"{env_name}: {err}") from None
             report.append(
                 {
                     "split": split,

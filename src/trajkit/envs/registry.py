@@ -93,11 +93,24 @@ def resolve_factory(path: str) -> Factory:
     return target
 
 
-def _availability(entry: _Entry) -> tuple[bool, str]:
+def _check_arguments(check: Check, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The env kwargs a check takes (e.g. `data_dir`): whether an env is usable can depend on them."""
+    import inspect
+
+    try:
+        params = inspect.signature(check).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(kwargs)
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _availability(entry: _Entry, kwargs: dict[str, Any] | None = None) -> tuple[bool, str]:
     if entry.check is not None:
         try:
             check = resolve_factory(entry.check) if isinstance(entry.check, str) else entry.check
-            reason = check()
+            reason = check(**_check_arguments(check, kwargs or {}))
         except Exception as err:  # a broken check must not break `env list`
             return False, f"availability check failed: {type(err).__name__}: {err}"
         if reason:
@@ -127,7 +140,7 @@ def _lookup(name: str) -> _Entry:
 def make_env(name: str, **kwargs: Any) -> Any:
     """A new env instance of the registered `name`, built with `kwargs`."""
     entry = _lookup(name)
-    available, reason = _availability(entry)
+    available, reason = _availability(entry, kwargs)
     if not available:
         raise EnvUnavailableError(f"env {name!r} is not available: {reason}")
     factory = resolve_factory(entry.factory) if isinstance(entry.factory, str) else entry.factory
