@@ -17,7 +17,7 @@ from trajkit.envs.base import Task
 from trajkit.envs.household import catalog as cat
 
 SPLITS = ("train", "test_seen", "test_unseen")
-VERSION = "1"
+VERSION = "2"  # 2: held-out object types may appear as distractors in any split
 # How strongly goal objects favour their most usual place. Low enough that the expert's search is
 # often several receptacles long, so a learner sees real searching and has room to improve.
 GOAL_PLACE_SKEW = 0.0
@@ -194,9 +194,10 @@ def _draw_scene(
     n_goal = rng.choice((2, 2, 3)) if family == "pick_two_obj_and_place" else rng.choice((1, 1, 1, 1, 2))
     for _ in range(n_goal):
         placed.append((kind.type, instance_of(_weighted_pick(rng, candidate_types, GOAL_PLACE_SKEW))))
-    distractor_kinds = [
-        k for k in cat.OBJECTS[room] if k.type != kind.type and (unseen or k.type not in cat.HELD_OUT_OBJECTS)
-    ]
+    # Held-out object types are never a train goal, but they do lie around in train rooms: test_unseen
+    # holds out what the agent must do with them, not the words themselves (as ALFWorld's unseen
+    # rooms reuse its object vocabulary).
+    distractor_kinds = [k for k in cat.OBJECTS[room] if k.type != kind.type]
     for _ in range(rng.randint(5, 10)):
         other = rng.choice(distractor_kinds)
         places = [t for t in other.found_in if counts.get(t)]
