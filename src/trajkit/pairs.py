@@ -50,8 +50,33 @@ def task_key(traj: Trajectory) -> str:
     return traj.task_id or traj.id
 
 
+def _file_digest(path: str) -> str | None:
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def _same_images(a: str | list[str] | None, b: str | list[str] | None) -> bool:
+    """Equal paths, or files with equal bytes: an expert's screenshot and a rollout's screenshot of
+    the same first screen are one image stored twice (GUI envs write a file per observation)."""
+    if a == b:
+        return True
+    left = [a] if isinstance(a, str) else list(a or [])
+    right = [b] if isinstance(b, str) else list(b or [])
+    if len(left) != len(right):
+        return False
+    for x, y in zip(left, right, strict=True):
+        if x != y and (_file_digest(x) is None or _file_digest(x) != _file_digest(y)):
+            return False
+    return True
+
+
 def _same(a: Turn, b: Turn) -> bool:
-    return a.role == b.role and a.text == b.text and a.image == b.image
+    return a.role == b.role and a.text == b.text and _same_images(a.image, b.image)
 
 
 def split_prompt(a: list[Turn], b: list[Turn]) -> int:

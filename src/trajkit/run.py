@@ -90,6 +90,24 @@ class EvalSection:
 
 
 @dataclass
+class GuiSection:
+    """A GUI-agent run (MiniWoB++ with a vision-language policy), AGUVIS SFT then ETO.
+
+    `model.base: tiny` builds a tiny Qwen2-VL of `model.tiny_size` (xs, s) from the expert corpus;
+    else a Qwen2-VL-family folder or hub id. `sft` holds what both SFT stages share; `stage1` /
+    `stage2` override it for grounding and planning.
+    """
+
+    stage1: dict[str, Any] = field(default_factory=dict)  # SFTRecipe fields, gui_stage grounding
+    stage2: dict[str, Any] = field(default_factory=dict)  # SFTRecipe fields, gui_stage planning
+    explore_mode: str = "enforced_plan"  # inference mode of exploration
+    eval_modes: list[str] = field(default_factory=lambda: ["enforced_plan", "self_plan"])
+    max_images: int | None = None  # screenshots kept in a rollout prompt (most recent); None: all
+    envs: int = 4  # browsers side by side (each ~0.5 GiB); the generation batch is at most this
+    report_examples: int = 4  # chosen-vs-rejected screenshots drawn in the report
+
+
+@dataclass
 class RunConfig:
     run_dir: str
     seed: int = 0
@@ -106,6 +124,7 @@ class RunConfig:
     rft: bool = True  # baseline: SFT continued on the SFT policy's own successful explorations
     rft_sft: dict[str, Any] = field(default_factory=dict)  # overrides of `sft` for that baseline
     eval: EvalSection = field(default_factory=EvalSection)
+    gui: GuiSection | None = None  # set: a GUI-agent run (see GuiSection)
 
 
 def demo_config(run_dir: str = "runs/demo") -> RunConfig:
@@ -127,6 +146,49 @@ def demo_config(run_dir: str = "runs/demo") -> RunConfig:
     )
 
 
+GUI_DEMO_TASKS = ["click-test", "click-button", "focus-text", "enter-text", "click-tab"]
+
+
+def gui_demo_config(run_dir: str = "runs/demo-gui") -> RunConfig:
+    """The built-in GUI demo (`trajkit demo --gui`): AGUVIS two-stage SFT then one ETO round on five
+    MiniWoB++ tasks with a tiny Qwen2-VL, sized for a 2-core CPU. `configs/miniwob_eto_tiny.yaml`
+    spells out the same recipe (a test keeps them equal)."""
+    return RunConfig(
+        run_dir=run_dir,
+        rounds=1,
+        env=EnvSection(
+            name="miniwob",
+            kwargs={"tasks": list(GUI_DEMO_TASKS), "n_train": 16, "n_test": 4},
+            instruction_from="env",
+        ),
+        model=ModelSection(base="tiny", tiny_size="xs"),
+        expert=ExpertSection(source="oracle"),
+        sft={"batch_size": 8, "logging_steps": 10, "save_steps": 500, "max_length": 2048},
+        explore=ExploreSection(
+            n_samples=1, temperature=1.0, max_new_tokens=64, max_steps=3, max_context=2048
+        ),
+        pairs=PairsSection(strategy="trajectory", extra_turns=2),
+        dpo={"beta": 0.1, "learning_rate": 5e-5, "epochs": 2, "batch_size": 4, "max_length": 2048},
+        dpo_later_rounds={"beta": 0.5, "learning_rate": 2.5e-5},
+        rft=False,
+        eval=EvalSection(splits=["test"], max_new_tokens=64, max_steps=3),
+        gui=GuiSection(
+            stage1={"epochs": 4, "learning_rate": 3e-3, "pack_max_turns": 16},
+            stage2={
+                "epochs": 10,
+                "learning_rate": 3e-3,
+                "batch_size": 4,
+                "reasoning_mixture": {"l2": 0.6, "none": 0.4},
+            },
+            explore_mode="enforced_plan",
+            eval_modes=["enforced_plan", "self_plan"],
+            max_images=2,
+            envs=8,
+            report_examples=4,
+        ),
+    )
+
+
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     from trajkit.config import apply_overrides, load_yaml
 
@@ -136,7 +198,22 @@ def load_run_config(path: str | Path, overrides: list[str] | None = None) -> Run
         raise ConfigError(f"{path}: dpo_reference must be round_start or sft")
     if cfg.env.instruction_from not in ("expert", "env"):
         raise ConfigError(f"{path}: env.instruction_from must be expert or env")
+    check_gui(cfg, str(path))
     return cfg
+
+
+def check_gui(cfg: RunConfig, where: str) -> None:
+    from trajkit.gui.rollout import PLAN_MODES
+
+    if cfg.gui is None:
+        return
+    for mode in [cfg.gui.explore_mode, *cfg.gui.eval_modes]:
+        if mode not in PLAN_MODES:
+            raise ConfigError(f"{where}: gui mode {mode!r} is not one of {', '.join(PLAN_MODES)}")
+    if not cfg.gui.eval_modes:
+        raise ConfigError(f"{where}: gui.eval_modes is empty")
+    if cfg.gui.envs < 1:
+        raise ConfigError(f"{where}: gui.envs must be >= 1")
 
 
 # --- stages ---------------------------------------------------------------------------------------
@@ -204,6 +281,7 @@ class Run:
         self.dir = Path(cfg.run_dir)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._env = None
+        self._gui_envs: list | None = None
 
     # environments
     def env(self):
@@ -213,17 +291,17 @@ class Run:
             self._env = make_env(self.cfg.env.name, **self.cfg.env.kwargs)
         return self._env
 
-    def fresh_envs(self, n: int):
+    def fresh_envs(self, n: int, extra_kwargs: dict[str, Any] | None = None):
         from trajkit.envs.registry import make_env
 
         section = self.cfg.env
+        kwargs = {**section.kwargs, **(extra_kwargs or {})}
         if not section.workers:
-            return [make_env(section.name, **section.kwargs) for _ in range(n)]
+            return [make_env(section.name, **kwargs) for _ in range(n)]
         from trajkit.envs.worker import EnvWorker
 
         return [
-            EnvWorker(section.name, section.kwargs, section.step_timeout, section.reset_timeout)
-            for _ in range(n)
+            EnvWorker(section.name, kwargs, section.step_timeout, section.reset_timeout) for _ in range(n)
         ]
 
     def instruction(self) -> str | None:
@@ -463,6 +541,14 @@ class Run:
             return path
         work = stage.begin()
         expert = _read_jsonl(expert_path)
+        if self.cfg.gui is not None:
+            # GUI rollouts open with the system prompt the SFT stages trained with.
+            # Their plans are Thought + Action (what enforced-plan exploration writes), so the
+            # expert side is written at that level too.
+            from trajkit.gui.prompts import with_default_system
+            from trajkit.train.vlm import with_reasoning_level
+
+            expert = [with_default_system(with_reasoning_level(t, "l2")) for t in expert]
         result = build_pairs(rollouts, expert, self.cfg.pairs.strategy, self.cfg.pairs.extra_turns)
         with (work / "pairs.jsonl").open("w", encoding="utf-8") as fh:
             for pair in result.pairs:
@@ -515,6 +601,8 @@ class Run:
     def execute(self, config_text: str) -> dict[str, Any]:
         from trajkit.policy.backends import Sampling
 
+        if self.cfg.gui is not None:
+            return self.execute_gui(config_text)
         self._prepare_dir(config_text)
         self.check_splits()
         self.write_manifest()
@@ -557,6 +645,231 @@ class Run:
             write_report(self.dir, summary)  # a re-run of a finished run rewrites nothing
         return summary
 
+    # --- GUI agents ------------------------------------------------------------------------------
+    def gui_expert_stage(self) -> Path:
+        """Oracle trajectories on train tasks, screenshots kept under `images/expert/`."""
+        stage = Stage(self.dir, "expert")
+        path = stage.final / "expert.jsonl"
+        if stage.done:
+            return path
+        if self.cfg.expert.source != "oracle":
+            return self.expert_stage()
+        from trajkit.envs.registry import get_oracle
+
+        work = stage.begin()
+        env = self.env()
+        oracle = get_oracle(self.cfg.env.name)
+        tasks = env.tasks("train")[: self.cfg.expert.limit]
+        t0 = time.perf_counter()
+        try:
+            trajs = [oracle(env, t, self.cfg.seed, image_dir=self.dir / "images" / "expert") for t in tasks]
+        finally:
+            env.close()
+        good = [t for t in trajs if t.success]
+        _write_jsonl(work / "expert.jsonl", good)
+        stage.commit(
+            {
+                "trajectories": len(good),
+                "failed": len(trajs) - len(good),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        self.log(f"[expert] {len(good)}/{len(trajs)} oracle episodes solved")
+        return path
+
+    def gui_model_stage(self, expert_path: Path) -> str:
+        if self.cfg.model.base != "tiny":
+            return self.cfg.model.base
+        stage = Stage(self.dir, "model")
+        if not stage.done:
+            from trajkit.policy.vlm import make_tiny_vlm
+
+            work = stage.begin()
+            texts = [t.text for traj in _read_jsonl(expert_path) for t in traj.turns]
+            make_tiny_vlm(work / "model", texts, size=self.cfg.model.tiny_size, seed=self.cfg.seed)
+            stage.commit({"size": self.cfg.model.tiny_size, "vision": True})
+            self.log(f"[model] tiny VLM ({self.cfg.model.tiny_size}) built from the expert corpus")
+        return str(stage.final / "model")
+
+    def gui_sft_stage(self, name: str, base: str, expert_path: Path, gui_stage: str, extra: dict) -> str:
+        stage = Stage(self.dir, name)
+        if not stage.done:
+            from trajkit.train.sft import SFTRecipe, run_sft
+
+            work = stage.begin()
+            fields = {"template": self.cfg.model.template, "lora": self.cfg.model.lora, "seed": self.cfg.seed}
+            recipe = from_dict(
+                SFTRecipe,
+                {
+                    **fields,
+                    "freeze_vision": True,
+                    **self.cfg.sft,
+                    **extra,
+                    "gui_stage": gui_stage,
+                    "model": base,
+                    "data": [str(expert_path)],
+                    "output_dir": str(work),
+                },
+                where=f"gui.{name}",
+            )
+            t0 = time.perf_counter()
+            run_sft(recipe)
+            stage.commit({"seconds": round(time.perf_counter() - t0, 1), "gui_stage": gui_stage})
+            self.log(f"[{name}] {gui_stage} done in {time.perf_counter() - t0:.0f}s")
+        return str(stage.final / "model")
+
+    def gui_rollout_stage(
+        self,
+        name: str,
+        model_path: str,
+        tasks,
+        sampling,
+        n_samples: int,
+        policy_id: str,
+        max_steps,
+        mode: str,
+    ) -> list[Trajectory]:
+        from trajkit.gui.rollout import GuiRolloutConfig, run_gui_rollouts
+
+        stage = Stage(self.dir, name)
+        out_name = "rollouts.jsonl"
+        if stage.done:
+            return _read_jsonl(stage.final / out_name)
+        work = stage.begin()
+        from trajkit.policy.vlm import load_vlm_sampler
+
+        gui = self.cfg.gui
+        assert gui is not None
+        n_envs = min(gui.envs, max(1, len(tasks) * n_samples))
+        backend, renderer = load_vlm_sampler(model_path, self.cfg.model.template, n_envs)
+        cfg = GuiRolloutConfig(
+            n_samples=n_samples,
+            sampling=sampling,
+            batch_size=n_envs,
+            max_steps=max_steps,
+            max_context=self.cfg.explore.max_context,
+            policy_id=policy_id,
+            mode=mode,
+            max_images=gui.max_images,
+        )
+        t0 = time.perf_counter()
+        last = [0.0]
+
+        def progress(msg: str) -> None:
+            if time.perf_counter() - last[0] > 10:
+                last[0] = time.perf_counter()
+                self.log(f"[{name}] {msg}")
+
+        envs = self.gui_envs()[:n_envs]
+        trajs = run_gui_rollouts(tasks, envs, backend, renderer, work / out_name, cfg, progress)
+        seconds = time.perf_counter() - t0
+        steps = sum(t.metadata.get("steps", 0) for t in trajs)
+        stage.commit({"episodes": len(trajs), "seconds": round(seconds, 1), "env_steps": steps, "mode": mode})
+        return trajs
+
+    def gui_envs(self) -> list:
+        """The run's browsers, started once and shared by every rollout stage (a browser start
+        costs seconds). Screenshots go outside the stage folders (renamed when done) and outlive
+        the envs; file names are unique per episode."""
+        if self._gui_envs is None:
+            assert self.cfg.gui is not None
+            shots = {"screenshot_dir": str(self.dir / "images" / "rollouts")}
+            self._gui_envs = self.fresh_envs(self.cfg.gui.envs, shots)
+        return self._gui_envs
+
+    def close_gui_envs(self) -> None:
+        envs, self._gui_envs = self._gui_envs or [], None
+        for env in envs:
+            env.close()
+
+    def gui_eval_stage(self, name: str, model_path: str, policy_id: str) -> dict[str, Any]:
+        """{mode: {split: metrics}} for every eval mode, the same checkpoint under each."""
+        from trajkit.evaluate import summarize
+        from trajkit.policy.backends import Sampling
+
+        gui = self.cfg.gui
+        assert gui is not None
+        ev = self.cfg.eval
+        results: dict[str, Any] = {}
+        for mode in gui.eval_modes:
+            results[mode] = {}
+            for split in ev.splits:
+                tasks = self.env().tasks(split)[: ev.limit]
+                trajs = self.gui_rollout_stage(
+                    f"{name}/{mode}/{split}",
+                    model_path,
+                    tasks,
+                    Sampling(temperature=0, max_new_tokens=ev.max_new_tokens),
+                    1,
+                    f"{policy_id}-{mode}",
+                    ev.max_steps,
+                    mode,
+                )
+                results[mode][split] = summarize(trajs)
+                self.log(
+                    f"[{name}] {mode} {split}: success {results[mode][split]['success_rate']:.3f} "
+                    f"(n={results[mode][split]['n']})"
+                )
+        _write_if_changed(self.dir / name / "metrics.json", json.dumps(results, indent=2) + "\n")
+        return results
+
+    def execute_gui(self, config_text: str) -> dict[str, Any]:
+        try:
+            return self._execute_gui(config_text)
+        finally:
+            self.close_gui_envs()
+
+    def _execute_gui(self, config_text: str) -> dict[str, Any]:
+        from trajkit.policy.backends import Sampling
+
+        gui = self.cfg.gui
+        assert gui is not None
+        check_gui(self.cfg, "config")
+        self._prepare_dir(config_text)
+        self.check_splits()
+        self.write_manifest()
+        expert_path = self.gui_expert_stage()
+        base = self.gui_model_stage(expert_path)
+        stage1 = self.gui_sft_stage("sft-stage1", base, expert_path, "grounding", gui.stage1)
+        sft_model = self.gui_sft_stage("sft", stage1, expert_path, "planning", gui.stage2)
+        modes: dict[str, Any] = {"sft": self.gui_eval_stage("eval-sft", sft_model, "sft")}
+        primary = gui.eval_modes[0]
+        summary: dict[str, Any] = {"sft": dict(modes["sft"][primary])}
+        policy = sft_model
+        expert_ids = {t.task_id for t in _read_jsonl(expert_path)}
+        train_tasks = [t for t in self.env().tasks("train") if t.id in expert_ids][: self.cfg.explore.limit]
+        ex = self.cfg.explore
+        pair_files = []
+        for r in range(1, self.cfg.rounds + 1):
+            rollouts = self.gui_rollout_stage(
+                f"round-{r}/explore",
+                policy,
+                train_tasks,
+                Sampling(
+                    temperature=ex.temperature,
+                    top_p=ex.top_p,
+                    max_new_tokens=ex.max_new_tokens,
+                    seed=self.cfg.seed + r,
+                ),
+                ex.n_samples,
+                f"round-{r - 1}" if r > 1 else "sft",
+                ex.max_steps,
+                gui.explore_mode,
+            )
+            pairs_path = self.pairs_stage(r, expert_path, rollouts)
+            pair_files.append(pairs_path)
+            policy = self.dpo_stage(r, policy, sft_model, pairs_path)
+            modes[f"round-{r}"] = self.gui_eval_stage(f"round-{r}/eval", policy, f"round-{r}")
+            summary[f"round-{r}"] = dict(modes[f"round-{r}"][primary])
+            summary[f"round-{r}"]["pairs"] = json.loads((self.dir / f"round-{r}/pairs/DONE").read_text())
+        summary["gui"] = {"primary_mode": primary, "modes": modes}
+        from trajkit.gui.report import write_gui_report
+
+        saved = self.dir / "summary.json"
+        if not (saved.is_file() and json.loads(saved.read_text()) == summary):
+            write_gui_report(self.dir, summary, pair_files, gui.report_examples)
+        return summary
+
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not (path.is_file() and path.read_text() == text):
@@ -578,4 +891,7 @@ def _read_jsonl(path: Path) -> list[Trajectory]:
 def config_to_yaml(cfg: RunConfig) -> str:
     import yaml
 
-    return yaml.safe_dump(asdict(cfg), sort_keys=False)
+    data = asdict(cfg)
+    if data.get("gui") is None:
+        data.pop("gui", None)  # text runs: the saved config reads as it always did
+    return yaml.safe_dump(data, sort_keys=False)

@@ -151,7 +151,11 @@ def _execute(cfg, config_text: str) -> None:
         raise UsageError(str(err)) from None
     from trajkit.report import render_report
 
-    print(render_report(summary))
+    print(render_report({k: v for k, v in summary.items() if k != "gui"}))
+    if "gui" in summary:
+        from trajkit.gui.report import plan_mode_table
+
+        print(json.dumps({"plan_modes": plan_mode_table(summary)}, indent=1))
     print(f"report: {Path(cfg.run_dir) / 'report.md'}")
 
 
@@ -176,16 +180,25 @@ def run(
 def demo(
     run_dir: str = typer.Option("runs/demo", "--out", "--run-dir", "-o", help="Run folder."),
     overrides: list[str] = typer.Option(None, "--set", help="key=value on the built-in demo recipe"),
+    gui: bool = typer.Option(
+        False, "--gui", help="GUI agents: MiniWoB++ with a tiny vision-language policy (needs Chromium)."
+    ),
 ) -> None:
-    """The whole ETO method on the built-in household world with a tiny model, on CPU."""
+    """The whole ETO method on CPU with a tiny model: the household world, or MiniWoB++ with --gui."""
     import dataclasses
 
     from trajkit.config import ConfigError, apply_overrides, from_dict
-    from trajkit.run import RunConfig, config_to_yaml, demo_config
+    from trajkit.run import RunConfig, check_gui, config_to_yaml, demo_config, gui_demo_config
 
     try:
-        base = dataclasses.asdict(demo_config(run_dir))
+        if gui:
+            if run_dir == "runs/demo":
+                run_dir = "runs/demo-gui"
+            base = dataclasses.asdict(gui_demo_config(run_dir))
+        else:
+            base = dataclasses.asdict(demo_config(run_dir))
         cfg = from_dict(RunConfig, apply_overrides(base, overrides or []), where="demo")
+        check_gui(cfg, "demo")
     except ConfigError as err:
         raise UsageError(str(err)) from None
     _execute(cfg, config_to_yaml(cfg))

@@ -64,11 +64,20 @@ def tokenize_pair(pair: dict[str, Any], renderer) -> dict[str, Any]:
     from trajkit.data.schema import Trajectory
 
     prompt = turns_from_dicts(pair["prompt"])
+    sides = {
+        side: renderer.render(
+            Trajectory(f"{pair.get('task_id', '?')}:{side}", prompt + turns_from_dicts(pair[side]))
+        )
+        for side in ("chosen", "rejected")
+    }
     prompt_ids = renderer.prompt_ids(prompt)
+    if any(r.input_ids[: len(prompt_ids)] != prompt_ids for r in sides.values()):
+        # A side that opens with a user turn, or an agent turn with another header (AGUVIS
+        # recipients): the shared prompt is the opening turns without an assistant header.
+        prompt_ids = renderer.prompt(prompt, assistant_header="").input_ids
     out: dict[str, Any] = {"prompt_ids": prompt_ids}
     for side in ("chosen", "rejected"):
-        traj = Trajectory(f"{pair.get('task_id', '?')}:{side}", prompt + turns_from_dicts(pair[side]))
-        rendered = renderer.render(traj)
+        rendered = sides[side]
         if rendered.input_ids[: len(prompt_ids)] != prompt_ids:
             raise ValueError(f"pair {pair.get('task_id')!r}: {side} does not start with the shared prompt")
         mask = rendered.loss_mask[len(prompt_ids) :]
@@ -156,6 +165,7 @@ def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Pat
     from trl import DPOConfig
 
     from trajkit.policy.models import ModelSpec, load_policy
+    from trajkit.policy.vlm import is_vision_model
     from trajkit.render import Renderer
     from trajkit.train.sft import (
         ThroughputCallback,
@@ -164,6 +174,8 @@ def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Pat
         trainer_args,
     )
 
+    if is_vision_model(recipe.model):
+        return run_vlm_dpo(recipe, pairs)
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, tokenizer, template = load_policy(
@@ -215,5 +227,178 @@ def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Pat
     final = save_trained_model(trainer, tokenizer, template, recipe.model, out_dir)
     (out_dir / "train_log.json").write_text(
         json.dumps({"log_history": trainer.state.log_history}, indent=2) + "\n"
+    )
+    return final
+
+
+# ---------------------------------------------------------------------------------------------
+# vision-language policies (GUI agents)
+
+
+def tokenize_vlm_pair(pair: dict[str, Any], renderer, max_length: int) -> list[dict[str, Any]]:
+    """Both sides of a GUI pair as whole rendered rows (prompt included), for `VLMCollator`:
+    ids, the agent-token mask (vision spans, observations and headers are 0) and the images in
+    span order. Over-long sides are refused by name (a cut would drop agent turns silently)."""
+    from trajkit.data.schema import Trajectory
+
+    prompt = turns_from_dicts(pair["prompt"])
+    rows = []
+    for side in ("chosen", "rejected"):
+        name = f"{pair.get('task_id', '?')}:{side}"
+        rendered = renderer.render(Trajectory(name, prompt + turns_from_dicts(pair[side])))
+        if len(rendered.input_ids) > max_length:
+            raise ValueError(
+                f"pair {pair.get('task_id')!r}: {side} has {len(rendered.input_ids)} tokens (images "
+                f"included), over max_length={max_length}; raise max_length or cap the screenshots"
+            )
+        rows.append(
+            {
+                "id": name,
+                "input_ids": rendered.input_ids,
+                "assistant_masks": rendered.loss_mask,
+                "image_paths": list(rendered.images),
+            }
+        )
+    return rows
+
+
+def sequence_logps(model, batch: dict[str, Any]):
+    """Sum of log-probs of the labelled (agent) tokens of each row."""
+    import torch
+
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False).logits[:, :-1, :].float()
+    target = labels[:, 1:]
+    keep = target != -100
+    logp = torch.log_softmax(logits, dim=-1)
+    picked = torch.gather(logp, 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * keep).sum(-1), keep.sum(-1)
+
+
+def run_vlm_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Path:
+    """Masked DPO of a Qwen2-VL-family policy; saves `{output_dir}/model`.
+
+    A small torch loop rather than TRL's trainer: TRL's vision path re-renders conversations with
+    the processor's chat template, which would bypass our renderer and its masks. Each pair is two
+    rows (chosen, rejected) of `VLMCollator` batches, so pixel values and grids come for both
+    sides; the sequence log-prob sums agent tokens only. The reference (the starting policy, or
+    `ref_model`) is scored once before training. The vision tower stays frozen, as in AGUVIS SFT.
+    Resuming is per stage (a killed round retrains from its start).
+    """
+    import math
+    import random
+
+    import torch
+
+    from trajkit.policy.vlm import VisionInputs, freeze_vision, load_vlm
+    from trajkit.train.vlm import VLMCollator
+
+    if recipe.lora is not None:
+        raise ValueError("LoRA is not supported for vision-language DPO yet; train the full model")
+    out_dir = Path(recipe.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs = load_pairs(recipe.pairs) if pairs is None else pairs
+    if not pairs:
+        raise ValueError(f"no pairs to train on in {recipe.pairs}")
+    torch.manual_seed(recipe.seed)
+    vlm = load_vlm(recipe.model, dtype=recipe.dtype, template=recipe.template)
+    renderer = vlm.renderer()
+    rows = [tokenize_vlm_pair(p, renderer, recipe.max_length) for p in pairs]
+    collate = VLMCollator(
+        VisionInputs(vlm.image_processor), vlm.tokenizer.pad_token_id, vlm.model.config.image_token_id
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def batches(order: list[int]):
+        for i in range(0, len(order), recipe.batch_size):
+            idx = order[i : i + recipe.batch_size]
+            batch = collate([rows[j][0] for j in idx] + [rows[j][1] for j in idx])
+            yield idx, {k: v.to(device) for k, v in batch.items()}
+
+    # Reference log-probs, once per round.
+    ref = vlm.model if not recipe.ref_model or recipe.ref_model == recipe.model else None
+    if ref is None:
+        ref = load_vlm(recipe.ref_model, dtype=recipe.dtype, template=recipe.template).model
+    ref.to(device).eval()
+    ref_logps = torch.zeros(len(rows), 2)
+    with torch.no_grad():
+        for idx, batch in batches(list(range(len(rows)))):
+            lp, _ = sequence_logps(ref, batch)
+            n = len(idx)
+            ref_logps[idx, 0], ref_logps[idx, 1] = lp[:n].cpu(), lp[n:].cpu()
+    if ref is not vlm.model:
+        del ref
+
+    model = vlm.model.to(device)
+    freeze_vision(model)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.0)
+    per_epoch = math.ceil(len(rows) / recipe.batch_size)
+    total = recipe.max_steps if recipe.max_steps > 0 else max(1, math.ceil(per_epoch * recipe.epochs))
+    warm = int(recipe.warmup * total) if recipe.warmup < 1 else int(recipe.warmup)
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if recipe.lr_scheduler == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    rng = random.Random(recipe.seed)
+    log: list[dict[str, Any]] = []
+    step = 0
+    while step < total:
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for idx, batch in batches(order):
+            if step >= total:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.learning_rate * lr_at(step)
+            lp, ntok = sequence_logps(model, batch)
+            n = len(idx)
+            ref_c, ref_r = ref_logps[idx, 0].to(device), ref_logps[idx, 1].to(device)
+            margin = (lp[:n] - ref_c) - (lp[n:] - ref_r)
+            if recipe.loss_type == "ipo":
+                losses = (margin - 1 / (2 * recipe.beta)) ** 2
+            elif recipe.loss_type == "sigmoid":
+                losses = -torch.nn.functional.logsigmoid(recipe.beta * margin)
+            else:
+                raise ValueError(
+                    f"vision-language DPO supports loss_type sigmoid or ipo, not {recipe.loss_type!r}"
+                )
+            loss = losses.mean()
+            if recipe.nll_weight > 0:
+                loss = loss + recipe.nll_weight * (-(lp[:n] / ntok[:n].clamp(min=1))).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            step += 1
+            log.append(
+                {
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    "rewards/margins": float(recipe.beta * margin.detach().mean()),
+                    "rewards/accuracies": float((margin.detach() > 0).float().mean()),
+                    "learning_rate": optimizer.param_groups[0]["lr"],
+                }
+            )
+
+    final = out_dir / "model"
+    tmp = out_dir / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    vlm.save_pretrained(tmp)
+    card = Path(recipe.model) / "trajkit_model.json"
+    meta = json.loads(card.read_text()) if card.is_file() else {}
+    meta["template"] = vlm.template
+    (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    (out_dir / "train_log.json").write_text(
+        json.dumps({"log_history": log, "pairs": len(rows)}, indent=2) + "\n"
     )
     return final
