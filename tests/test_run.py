@@ -169,3 +169,37 @@ def test_rollouts_take_the_expert_datas_instruction(tmp_path) -> None:
     assert Run(no).instruction() is None
     write([expert(0, "one wording"), expert(1, "another wording")])  # ambiguous: the env's own
     assert Run(RunConfig(run_dir=str(tmp_path))).instruction() is None
+
+
+def test_expert_file_records_are_mapped_to_env_task_ids(tmp_path) -> None:
+    from trajkit.data.schema import AGENT, TASK, Trajectory, Turn
+    from trajkit.envs.registry import register_env, unregister_env
+    from trajkit.run import EnvSection, ExpertSection, Run, RunConfig
+
+    class GameEnv:
+        name, version = "games", "1"
+
+        def expert_task_id(self, traj):
+            return "train/" + traj.metadata["game_file"] if "game_file" in traj.metadata else None
+
+        def close(self):
+            pass
+
+    turns = [Turn(TASK, "i"), Turn(AGENT, "OK"), Turn(TASK, "t"), Turn(AGENT, "a")]
+    records = [
+        Trajectory("a", turns, task_id="a", metadata={"game_file": "g1"}),
+        Trajectory("b", turns, task_id="b"),
+    ]
+    (tmp_path / "expert.jsonl").write_text("".join(json.dumps(t.to_dict()) + "\n" for t in records))
+    register_env("games-toy", lambda **kw: GameEnv())
+    try:
+        cfg = RunConfig(
+            run_dir=str(tmp_path / "run"),
+            env=EnvSection(name="games-toy"),
+            expert=ExpertSection(source="file", paths=[str(tmp_path / "expert.jsonl")], format="trajkit"),
+        )
+        path = Run(cfg).expert_stage()
+    finally:
+        unregister_env("games-toy")
+    ids = [json.loads(line)["task_id"] for line in path.read_text().splitlines()]
+    assert ids == ["train/g1", "b"]

@@ -266,7 +266,22 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("trajkit", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers"):
+    # Env packages too: their versions decide the text and scores the agent sees.
+    for pkg in (
+        "trajkit",
+        "torch",
+        "transformers",
+        "trl",
+        "peft",
+        "accelerate",
+        "datasets",
+        "tokenizers",
+        "scienceworld",
+        "alfworld",
+        "textworld",
+        "miniwob",
+        "playwright",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -371,6 +386,10 @@ class Run:
             oracle = get_oracle(self.cfg.env.name)
             tasks = env.tasks("train")[: self.cfg.expert.limit]
             trajs = [oracle(env, task, self.cfg.seed) for task in tasks]
+            failed = [t.task_id for t in trajs if not t.success]
+            if failed:  # an expert that did not solve its task teaches nothing good
+                self.log(f"[expert] dropped {len(failed)} unsolved oracle episodes (e.g. {failed[0]})")
+            trajs = [t for t in trajs if t.success]
         else:
             from trajkit.data.io import load_trajectories
 
@@ -378,6 +397,12 @@ class Run:
                 t for p in self.cfg.expert.paths for t in load_trajectories(p, format=self.cfg.expert.format)
             ]
             trajs = trajs[: self.cfg.expert.limit]
+            # Published expert data names tasks its own way (ALFWorld: by game file); an env that
+            # can map a record to its task id does so, so exploration and pairs find the tasks.
+            resolve = getattr(self.env(), "expert_task_id", None)
+            if resolve is not None:
+                for t in trajs:
+                    t.task_id = resolve(t) or t.task_id
         _write_jsonl(work / "expert.jsonl", trajs)
         stage.commit({"trajectories": len(trajs), "success": sum(bool(t.success) for t in trajs)})
         self.log(f"[expert] {len(trajs)} expert trajectories")
@@ -599,10 +624,18 @@ class Run:
         return policy
 
     def execute(self, config_text: str) -> dict[str, Any]:
-        from trajkit.policy.backends import Sampling
-
         if self.cfg.gui is not None:
             return self.execute_gui(config_text)
+        try:
+            return self._execute_text(config_text)
+        finally:
+            if self._env is not None:  # a simulator (a JVM, a browser) must not outlive the run
+                self._env.close()
+                self._env = None
+
+    def _execute_text(self, config_text: str) -> dict[str, Any]:
+        from trajkit.policy.backends import Sampling
+
         self._prepare_dir(config_text)
         self.check_splits()
         self.write_manifest()
