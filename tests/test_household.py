@@ -395,3 +395,22 @@ def test_steps_per_second(env: HouseholdEnv) -> None:
             n_steps += len(actions)
     rate = n_steps / (time.perf_counter() - start)
     assert rate > 20_000, f"{rate:.0f} steps/s"
+
+
+def test_plain_phrasing_words_each_situation_one_way() -> None:
+    varied, plain = (
+        HouseholdEnv(seed=0, n_train=40, n_test=0),
+        HouseholdEnv(seed=0, n_train=40, n_test=0, expert_phrasing="plain"),
+    )
+
+    def openings(env):
+        texts = set()
+        for task in env.tasks("train"):
+            traj = expert_trajectory(env, task, rng_seed=1)
+            assert traj.success and traj.metadata["expert_phrasing"] == env.expert_phrasing
+            texts |= {t.text.split(" ")[1] for t in traj.agent_turns[1:]}  # first word of each thought
+        return texts
+
+    assert len(openings(plain)) < len(openings(varied))
+    with pytest.raises(ValueError, match="expert_phrasing"):
+        HouseholdEnv(expert_phrasing="fancy")

@@ -50,11 +50,12 @@ def _in_on(receptacle_name: str, openable: set[str]) -> str:
 
 
 class _Demonstrator:
-    def __init__(self, env: Any, task: Task, rng: random.Random) -> None:
+    def __init__(self, env: Any, task: Task, rng: random.Random, phrasing: str = "varied") -> None:
         self.env = env
         self.task = task
         self.spec = task.spec
         self.rng = rng
+        self.phrasing = phrasing
         self.family = self.spec["family"]
         self.wanted = self.spec["object"]
         first = env.reset(task)
@@ -70,6 +71,11 @@ class _Demonstrator:
         self.done = False
         self.won = False
         self.reward = 0.0
+
+    def say(self, wordings):
+        """One of several wordings of a thought: drawn at random ("varied", as people write), or
+        always the first ("plain": one wording per situation, far easier for a small model)."""
+        return wordings[0] if self.phrasing == "plain" else self.rng.choice(wordings)
 
     # ---- acting ------------------------------------------------------------------------------
 
@@ -117,7 +123,7 @@ class _Demonstrator:
 
     def open_if_closed(self, receptacle: str, thought: str | None = None) -> None:
         if receptacle in self.openable and receptacle not in self.opened:
-            thought = thought or self.rng.choice(
+            thought = thought or self.say(
                 (
                     f"The {receptacle} is closed. I'll open it to see what is inside.",
                     f"I need to open the {receptacle} to look inside.",
@@ -162,7 +168,7 @@ class _Demonstrator:
             rec, name = known
             self.go(
                 thought
-                or self.rng.choice(
+                or self.say(
                     (
                         f"I saw a {name} {_in_on(rec, self.openable)} the {rec} earlier. I'll go back for it.",
                         f"There was another {o} at the {rec}. Let me go get it.",
@@ -176,7 +182,7 @@ class _Demonstrator:
             if rec in self.seen:
                 continue
             if thought is None:
-                thought = self.rng.choice(
+                thought = self.say(
                     (
                         f"There is no {o} here. Next I'll check the {rec}.",
                         f"No {o} {_in_on(previous or '', self.openable)} the {previous}. Let me try the {rec}.",
@@ -200,7 +206,7 @@ class _Demonstrator:
         return None
 
     def _take(self, name: str, rec: str) -> str:
-        thought = self.rng.choice(
+        thought = self.say(
             (
                 f"There is a {name} here. I'll take it.",
                 f"I found a {self.wanted}: the {name}. Let me pick it up.",
@@ -214,7 +220,7 @@ class _Demonstrator:
         self.go(thought, target)
         self.open_if_closed(
             target,
-            self.rng.choice(
+            self.say(
                 (
                     f"The {target} is closed, so I'll open it first.",
                     f"I have to open the {target} before putting anything in.",
@@ -222,7 +228,7 @@ class _Demonstrator:
             ),
         )
         self.act(
-            self.rng.choice(
+            self.say(
                 (
                     f"Now I put the {obj} {_in_on(target, self.openable)} the {target}.",
                     f"I'm at the {target}. I'll put the {obj} there.",
@@ -244,7 +250,7 @@ class _Demonstrator:
             "pick_two_obj_and_place": f"I need to find two {plural(o)} and put both in the {target}.",
         }
         places = ", ".join(types[:-1]) + f" or {types[-1]}" if len(types) > 1 else types[0]
-        where = self.rng.choice(
+        where = self.say(
             (
                 f"A {o} is usually kept at a {places}, so I'll check those one by one, starting with the {first}.",
                 f"The likely places for a {o} are the {places}. I'll start with the {first}.",
@@ -264,14 +270,14 @@ class _Demonstrator:
         tool = cat.TOOL_OF_FAMILY.get(self.family)
         if tool is not None:
             obj_state = self._transform(obj, tool)
-            thought = self.rng.choice(
+            thought = self.say(
                 (
                     f"The {obj} is {obj_state} now. I'll take it to the {target}.",
                     f"Done; next I bring the {obj} to the {target}.",
                 )
             )
         else:
-            thought = self.rng.choice(
+            thought = self.say(
                 (
                     f"Now I'll bring the {obj} to the {target}.",
                     f"With the {obj} in hand, I go to the {target}.",
@@ -282,7 +288,7 @@ class _Demonstrator:
             remaining = [r for r in order if r not in self.seen]
             first_thought = None
             if self._known(self.wanted) is None and remaining:
-                first_thought = self.rng.choice(
+                first_thought = self.say(
                     (
                         f"That's one {self.wanted}. I still need a second one, so I'll keep looking, next at the {remaining[0]}.",
                         f"One is in place. Now for the second {self.wanted}; the {remaining[0]} is next on my list.",
@@ -292,7 +298,7 @@ class _Demonstrator:
             self.deliver(
                 second,
                 target,
-                self.rng.choice(
+                self.say(
                     (
                         f"Now I take the {second} to the {target} as well.",
                         f"Back to the {target} with the {second}.",
@@ -304,7 +310,7 @@ class _Demonstrator:
         targets = self._instances([self.spec["target"]])
         if not targets:
             raise ExpertError(f"no {self.spec['target']} in the room of {self.task.id}")
-        return self.rng.choice(targets)
+        return self.rng.choice(targets)  # a decision, not wording
 
     def _transform(self, obj: str, tool_type: str) -> str:
         tool = self._instances([tool_type])[0]
@@ -313,7 +319,7 @@ class _Demonstrator:
             thought = f"I'm already at the {tool}, so I can {verb} the {obj} right away."
         else:
             self.go(
-                self.rng.choice(
+                self.say(
                     (
                         f"Now I have the {obj}. I need to {verb} it with the {tool}, so I'll go there.",
                         f"Next, the {tool}, to {verb} the {obj}.",
@@ -321,7 +327,7 @@ class _Demonstrator:
                 ),
                 tool,
             )
-            thought = self.rng.choice(
+            thought = self.say(
                 (f"I'm at the {tool}. I'll {verb} the {obj} with it.", f"Now I can {verb} the {obj} here.")
             )
         self.act(thought, f"{verb} {obj} with {tool}")
@@ -347,7 +353,7 @@ class _Demonstrator:
             if rec in self.seen:
                 continue
             if previous is not None:
-                thought = self.rng.choice(
+                thought = self.say(
                     (
                         f"No {lamp_type} here. I'll try the {rec}.",
                         f"The {previous} has no lamp. Next, the {rec}.",
@@ -372,7 +378,7 @@ class _Demonstrator:
         return None, None
 
     def _use_lamp(self, lamp: str, obj: str) -> None:
-        thought = self.rng.choice(
+        thought = self.say(
             (
                 f"Here is the {lamp}. I'll turn it on and look at the {obj} under it.",
                 f"The {lamp} is here. Turning it on lets me examine the {obj}.",
@@ -384,11 +390,12 @@ class _Demonstrator:
 def expert_trajectory(env: Any, task: Task, rng_seed: int | str = 0) -> Trajectory:
     """Play `task` on `env` with the scripted expert and return the episode as a Trajectory.
 
-    `rng_seed` varies the search order and the wording of thoughts; the same seed gives the same
-    trajectory. `env` is any household env (in-process or behind a worker) with `instruction`.
+    `rng_seed` varies the search order and (with the env's `expert_phrasing="varied"`) the
+    wording of thoughts; the same seed gives the same trajectory. `env` is any household env (in-process or behind a worker) with `instruction`.
     """
     rng = random.Random(f"household-expert/{task.id}/{rng_seed}")
-    demo = _Demonstrator(env, task, rng)
+    phrasing = getattr(env, "expert_phrasing", "varied")
+    demo = _Demonstrator(env, task, rng, phrasing)
     demo.run()
     n_steps = sum(1 for t in demo.turns if t.role == AGENT) - 1  # minus the opening "OK"
     return Trajectory(
@@ -403,6 +410,7 @@ def expert_trajectory(env: Any, task: Task, rng_seed: int | str = 0) -> Trajecto
             "source": "expert",
             "env_version": env.version,
             "expert_seed": rng_seed,
+            "expert_phrasing": phrasing,
             "family": task.spec.get("family"),
             "steps": n_steps,
         },

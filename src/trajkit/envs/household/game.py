@@ -90,8 +90,18 @@ class HouseholdEnv:
     instruction = INSTRUCTION
 
     def __init__(
-        self, seed: int = 0, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST, max_steps: int = 30
+        self,
+        seed: int = 0,
+        n_train: int = DEFAULT_N_TRAIN,
+        n_test: int = DEFAULT_N_TEST,
+        max_steps: int = 30,
+        expert_phrasing: str = "varied",
     ) -> None:
+        if expert_phrasing not in ("varied", "plain"):
+            raise ValueError(f"expert_phrasing must be 'varied' or 'plain', got {expert_phrasing!r}")
+        # How the scripted expert words its thoughts: "varied" draws among several wordings,
+        # "plain" always uses one (a small model learns it in far fewer steps).
+        self.expert_phrasing = expert_phrasing
         if n_train < 0 or n_test < 0:
             raise ValueError(f"task counts must be >= 0, got n_train={n_train}, n_test={n_test}")
         if max_steps < 1:
