@@ -184,7 +184,9 @@ class _Demonstrator:
             if thought is None:
                 thought = self.say(
                     (
-                        f"There is no {o} here. Next I'll check the {rec}.",
+                        # Naming the object first, then whether it is here, makes the check a
+                        # look-up of that word in the observation just above.
+                        f"The {o} is not here. Next I'll check the {rec}.",
                         f"No {o} {_in_on(previous or '', self.openable)} the {previous}. Let me try the {rec}.",
                         f"Still no {o}. The {rec} is another likely place.",
                     )
@@ -208,7 +210,7 @@ class _Demonstrator:
     def _take(self, name: str, rec: str) -> str:
         thought = self.say(
             (
-                f"There is a {name} here. I'll take it.",
+                f"The {self.wanted} is here: the {name}. I'll take it.",
                 f"I found a {self.wanted}: the {name}. Let me pick it up.",
                 f"Here is the {name}. I'll pick it up.",
             )
