@@ -134,9 +134,12 @@ def demo_config(run_dir: str = "runs/demo") -> RunConfig:
     return RunConfig(
         run_dir=run_dir,
         rounds=1,
-        model=ModelSection(tiny_size="s"),
-        expert=ExpertSection(limit=300),
-        sft={"epochs": 2, "learning_rate": 2e-3, "batch_size": 8, "logging_steps": 10, "save_steps": 50},
+        # One wording per situation: the tiny model spends its few minutes on the task, not on style.
+        env=EnvSection(kwargs={"expert_phrasing": "plain"}),
+        model=ModelSection(tiny_size="xs"),
+        expert=ExpertSection(limit=1000),
+        # Small batches at a high rate: many optimizer steps in few minutes (1500 here).
+        sft={"epochs": 3, "learning_rate": 5e-3, "batch_size": 2, "logging_steps": 50, "save_steps": 500},
         explore=ExploreSection(limit=64, batch_size=32, temperature=1.0, max_new_tokens=96, max_steps=20),
         pairs=PairsSection(strategy="trajectory", extra_turns=5),
         dpo={"beta": 0.1, "learning_rate": 5e-5, "epochs": 2, "batch_size": 4, "logging_steps": 5},
