@@ -153,7 +153,7 @@ def run_rollouts(
                 task, sample, attempt = pending.popleft()
                 starting.append((task, sample, attempt, free_envs.pop()))
 
-            for (task, sample, attempt, env), obs, err in map_envs(_safe_reset, starting):
+            for (task, sample, attempt, env), obs, err in map_envs(safe_reset, starting):
                 ep = _Live(task, sample, env, [], attempt)
                 if err is not None:
                     finish(ep, err)
@@ -185,19 +185,14 @@ def run_rollouts(
                     text = text[: -len(stop_text)]
                 ep.turns.append(Turn(AGENT, text, token_ids=list(ids)))
 
-            results = map_envs(_safe_step, live)
+            results = map_envs(lambda ep: safe_step(ep, parse_react_action(ep.turns[-1].text)), live)
             still_live = []
             for ep, (result, err) in zip(live, results, strict=True):
                 if err is not None:
                     finish(ep, err)
                     continue
-                ep.steps += 1
-                ep.rewards.append(float(result.reward))
-                ep.won = bool(result.info.get("won", ep.won))
-                ep.info.update({k: v for k, v in result.info.items() if k in ("won", "truncated")})
-                ep.turns.append(observation_turn(result.observation.text, result.observation.image))
-                budget = config.max_steps or ep.task.max_steps
-                if result.done or ep.steps >= budget:
+                turn = observation_turn(result.observation.text, result.observation.image)
+                if record_step(ep, result, turn, config):
                     finish(ep)
                 else:
                     still_live.append(ep)
@@ -207,7 +202,17 @@ def run_rollouts(
     return list(done.values())
 
 
-def _safe_reset(item):
+def record_step(ep: _Live, result, observation: Turn, config: RolloutConfig) -> bool:
+    """Add an env step's outcome to a live episode; True when the episode is over."""
+    ep.steps += 1
+    ep.rewards.append(float(result.reward))
+    ep.won = bool(result.info.get("won", ep.won))
+    ep.info.update({k: v for k, v in result.info.items() if k in ("won", "truncated")})
+    ep.turns.append(observation)
+    return bool(result.done) or ep.steps >= (config.max_steps or ep.task.max_steps)
+
+
+def safe_reset(item):
     task, _, _, env = item
     try:
         return item, env.reset(task), None
@@ -215,9 +220,9 @@ def _safe_reset(item):
         return item, None, f"reset failed: {type(err).__name__}: {err}"
 
 
-def _safe_step(ep: _Live):
+def safe_step(ep: _Live, action: str):
     try:
-        return ep.env.step(parse_react_action(ep.turns[-1].text)), None
+        return ep.env.step(action), None
     except Exception as err:
         return None, f"step failed: {type(err).__name__}: {err}"
 

@@ -37,7 +37,17 @@ from trajkit.gui.prompts import GUI_SYSTEM_PROMPT
 from trajkit.gui.reasoning import RECIPIENT_ALL, RECIPIENT_OS
 from trajkit.gui.tokens import DIFF_MARKER, RECIPIENT
 from trajkit.render import IMAGE_PAD, IMAGE_PLACEHOLDER, VISION_END, VISION_START
-from trajkit.rollout import RolloutConfig, _Live, _to_trajectory, episode_id, read_done, sample_seed
+from trajkit.rollout import (
+    RolloutConfig,
+    _Live,
+    _to_trajectory,
+    episode_id,
+    read_done,
+    record_step,
+    safe_reset,
+    safe_step,
+    sample_seed,
+)
 
 PLAN_MODES = ("enforced_plan", "self_plan")
 IM_END = "<|im_end|>"
@@ -204,7 +214,7 @@ def run_gui_rollouts(
             while pending and free_envs:
                 task, sample, attempt = pending.popleft()
                 starting.append((task, sample, attempt, free_envs.pop()))
-            for (task, sample, attempt, env), obs, err in map_envs(_safe_reset, starting):
+            for (task, sample, attempt, env), obs, err in map_envs(safe_reset, starting):
                 ep = _Live(task, sample, env, [], attempt)
                 if err is not None:
                     finish(ep, err)
@@ -238,19 +248,13 @@ def run_gui_rollouts(
             if not live:
                 continue
 
-            results = map_envs(_safe_step, live)
+            results = map_envs(lambda ep: safe_step(ep, ep.turns[-1].text), live)
             still_live = []
             for ep, (result, err) in zip(live, results, strict=True):
                 if err is not None:
                     finish(ep, err)
                     continue
-                ep.steps += 1
-                ep.rewards.append(float(result.reward))
-                ep.won = bool(result.info.get("won", ep.won))
-                ep.info.update({k: v for k, v in result.info.items() if k in ("won", "truncated")})
-                ep.turns.append(screen_turn(result.observation, ep.info.get("utterance")))
-                budget = config.max_steps or ep.task.max_steps
-                if result.done or ep.steps >= budget:
+                if record_step(ep, result, screen_turn(result.observation, ep.info.get("utterance")), config):
                     finish(ep)
                 else:
                     still_live.append(ep)
@@ -258,18 +262,3 @@ def run_gui_rollouts(
     if pool is not None:
         pool.shutdown()
     return list(done.values())
-
-
-def _safe_reset(item):
-    task, _, _, env = item
-    try:
-        return item, env.reset(task), None
-    except Exception as err:  # an env failure costs the episode, never the run
-        return item, None, f"reset failed: {type(err).__name__}: {err}"
-
-
-def _safe_step(ep: _Live):
-    try:
-        return ep.env.step(ep.turns[-1].text), None
-    except Exception as err:
-        return None, f"step failed: {type(err).__name__}: {err}"
