@@ -411,18 +411,26 @@ class Run:
         self.log(f"[expert] {len(trajs)} expert trajectories")
         return path
 
-    def model_stage(self, expert_path: Path) -> str:
+    def model_stage(self, expert_path: Path, vision: bool = False) -> str:
+        """The base model: the configured one, or a tiny one (a VLM for GUI runs) built on the spot."""
         if self.cfg.model.base != "tiny":
             return self.cfg.model.base
         stage = Stage(self.dir, "model")
         if not stage.done:
-            from trajkit.policy.tiny import make_tiny_model
-
             work = stage.begin()
             texts = [t.text for traj in _read_jsonl(expert_path) for t in traj.turns]
-            make_tiny_model(texts, work / "model", size=self.cfg.model.tiny_size, seed=self.cfg.seed)
-            stage.commit({"size": self.cfg.model.tiny_size})
-            self.log(f"[model] tiny-{self.cfg.model.tiny_size} built from the expert corpus")
+            size, seed = self.cfg.model.tiny_size, self.cfg.seed
+            if vision:
+                from trajkit.policy.vlm import make_tiny_vlm
+
+                make_tiny_vlm(work / "model", texts, size=size, seed=seed)
+                stage.commit({"size": size, "vision": True})
+            else:
+                from trajkit.policy.tiny import make_tiny_model
+
+                make_tiny_model(texts, work / "model", size=size, seed=seed)
+                stage.commit({"size": size})
+            self.log(f"[model] tiny{' VLM' if vision else ''}-{size} built from the expert corpus")
         return str(stage.final / "model")
 
     def sft_stage(self, base: str, expert_path: Path) -> str:
@@ -713,20 +721,6 @@ class Run:
         self.log(f"[expert] {len(good)}/{len(trajs)} oracle episodes solved")
         return path
 
-    def gui_model_stage(self, expert_path: Path) -> str:
-        if self.cfg.model.base != "tiny":
-            return self.cfg.model.base
-        stage = Stage(self.dir, "model")
-        if not stage.done:
-            from trajkit.policy.vlm import make_tiny_vlm
-
-            work = stage.begin()
-            texts = [t.text for traj in _read_jsonl(expert_path) for t in traj.turns]
-            make_tiny_vlm(work / "model", texts, size=self.cfg.model.tiny_size, seed=self.cfg.seed)
-            stage.commit({"size": self.cfg.model.tiny_size, "vision": True})
-            self.log(f"[model] tiny VLM ({self.cfg.model.tiny_size}) built from the expert corpus")
-        return str(stage.final / "model")
-
     def gui_sft_stage(self, name: str, base: str, expert_path: Path, gui_stage: str, extra: dict) -> str:
         stage = Stage(self.dir, name)
         if not stage.done:
@@ -865,7 +859,7 @@ class Run:
         self.check_splits()
         self.write_manifest()
         expert_path = self.gui_expert_stage()
-        base = self.gui_model_stage(expert_path)
+        base = self.model_stage(expert_path, vision=True)
         stage1 = self.gui_sft_stage("sft-stage1", base, expert_path, "grounding", gui.stage1)
         sft_model = self.gui_sft_stage("sft", stage1, expert_path, "planning", gui.stage2)
         modes: dict[str, Any] = {"sft": self.gui_eval_stage("eval-sft", sft_model, "sft")}
