@@ -46,6 +46,29 @@ def renderer(tiny_model_dir):
     return Renderer(load_tokenizer(str(tiny_model_dir)), "tiny")
 
 
+def masked_trainer(renderer, model_dir, tmp_path):
+    """(model, dataset of PAIR, collator, trainer): trajkit's masked DPO classes on the tiny model."""
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig
+
+    from trajkit.train.sft import training_device_args
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    dataset = build_pair_dataset([PAIR], renderer, max_length=2048)
+    collator_cls, trainer_cls = masked_trainer_classes()
+    collator = collator_cls(pad_token_id=renderer.tokenizer.pad_token_id)
+    args = DPOConfig(output_dir=str(tmp_path / "unused"), report_to="none", **training_device_args())
+    trainer = trainer_cls(
+        model=model,
+        ref_model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=args,
+        train_dataset=dataset,
+        processing_class=renderer.tokenizer,
+        data_collator=collator,
+    )
+    return model, dataset, collator, trainer
+
+
 def test_pair_masks_cover_agent_turns_only(renderer):
     row = tokenize_pair(PAIR, renderer)
     tok = renderer.tokenizer
@@ -61,24 +84,8 @@ def test_pair_masks_cover_agent_turns_only(renderer):
 
 def test_trl_logps_equal_masked_sum(renderer, tiny_model_dir, tmp_path):
     import torch
-    from transformers import AutoModelForCausalLM
-    from trl import DPOConfig
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    dataset = build_pair_dataset([PAIR], renderer, max_length=2048)
-    collator_cls, trainer_cls = masked_trainer_classes()
-    collator = collator_cls(pad_token_id=renderer.tokenizer.pad_token_id)
-    from trajkit.train.sft import training_device_args
-
-    args = DPOConfig(output_dir=str(tmp_path / "unused"), report_to="none", **training_device_args())
-    trainer = trainer_cls(
-        model=model,
-        ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-        args=args,
-        train_dataset=dataset,
-        processing_class=renderer.tokenizer,
-        data_collator=collator,
-    )
+    model, dataset, collator, trainer = masked_trainer(renderer, tiny_model_dir, tmp_path)
     batch = collator([dataset[0]])
     chosen_logp, rejected_logp = trainer.compute_ref_log_probs(model, batch)
 
@@ -99,24 +106,7 @@ def test_observation_tokens_receive_no_gradient(renderer, tiny_model_dir, tmp_pa
     """Backpropagate the DPO loss and look at the gradient reaching the final hidden state of each
     position (it feeds only that position's next-token prediction): prompt and observation
     predictions get exactly zero, agent token predictions do not."""
-    from transformers import AutoModelForCausalLM
-    from trl import DPOConfig
-
-    from trajkit.train.sft import training_device_args
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    dataset = build_pair_dataset([PAIR], renderer, max_length=2048)
-    collator_cls, trainer_cls = masked_trainer_classes()
-    collator = collator_cls(pad_token_id=renderer.tokenizer.pad_token_id)
-    args = DPOConfig(output_dir=str(tmp_path / "unused"), report_to="none", **training_device_args())
-    trainer = trainer_cls(
-        model=model,
-        ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-        args=args,
-        train_dataset=dataset,
-        processing_class=renderer.tokenizer,
-        data_collator=collator,
-    )
+    model, dataset, collator, trainer = masked_trainer(renderer, tiny_model_dir, tmp_path)
     captured = []
 
     def keep_hidden(module, inputs, output):
