@@ -161,11 +161,7 @@ class HFBackend:
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float()
                 token = self._choose(logits, sampling, generators)
-                token = torch.where(finished, torch.full_like(token, self.pad_id), token)
-                for i in (~finished).nonzero().flatten().tolist():
-                    results[i].append(int(token[i]))
-                finished |= torch.isin(token, stop)
-                if bool(finished.all()):
+                if self._accept(token, finished, results, stop):
                     break
                 step_ids = token[:, None]
                 step_pos = step_pos[:, -1:] + 1
@@ -209,6 +205,16 @@ class HFBackend:
             if total <= self.max_cached_tokens:
                 break
             total -= len(self._cache.pop(key)[0])
+
+    def _accept(self, token, finished, results: list[list[int]], stop) -> bool:
+        """Record a decode step's tokens for unfinished rows (finished rows get padding, in place);
+        True when every row has produced a stop token."""
+        torch = self._torch
+        token.copy_(torch.where(finished, torch.full_like(token, self.pad_id), token))
+        for i in (~finished).nonzero().flatten().tolist():
+            results[i].append(int(token[i]))
+        finished |= torch.isin(token, stop)
+        return bool(finished.all())
 
     def _choose(self, logits, sampling: Sampling, generators):
         torch = self._torch

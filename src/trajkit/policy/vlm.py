@@ -494,11 +494,7 @@ class VLMBackend(HFBackend):
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float()
                 token = self._choose(logits, sampling, generators)
-                token = torch.where(finished, torch.full_like(token, self.pad_id), token)
-                for i in (~finished).nonzero().flatten().tolist():
-                    results[i].append(int(token[i]))
-                finished |= torch.isin(token, stop)
-                if bool(finished.all()):
+                if self._accept(token, finished, results, stop):
                     break
                 step_ids = token[:, None]
                 step_pos = (next_pos + t).view(1, n, 1).expand(3, n, 1)
