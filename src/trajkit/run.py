@@ -411,6 +411,22 @@ class Run:
         self.log(f"[expert] {len(trajs)} expert trajectories")
         return path
 
+    def explore_tasks(self, expert_path: Path) -> list:
+        """The train tasks explored each round: those with expert data, up to `explore.limit`."""
+        expert_ids = {t.task_id for t in _read_jsonl(expert_path)}
+        return [t for t in self.env().tasks("train") if t.id in expert_ids][: self.cfg.explore.limit]
+
+    def explore_sampling(self, round_number: int):
+        from trajkit.policy.backends import Sampling
+
+        ex = self.cfg.explore
+        return Sampling(
+            temperature=ex.temperature,
+            top_p=ex.top_p,
+            max_new_tokens=ex.max_new_tokens,
+            seed=self.cfg.seed + round_number,
+        )
+
     def model_stage(self, expert_path: Path, vision: bool = False) -> str:
         """The base model: the configured one, or a tiny one (a VLM for GUI runs) built on the spot."""
         if self.cfg.model.base != "tiny":
@@ -645,7 +661,6 @@ class Run:
                 self._env = None
 
     def _execute_text(self, config_text: str) -> dict[str, Any]:
-        from trajkit.policy.backends import Sampling
 
         self._prepare_dir(config_text)
         self.check_splits()
@@ -655,20 +670,14 @@ class Run:
         sft_model = self.sft_stage(base, expert_path)
         summary: dict[str, Any] = {"sft": self.eval_stage("eval-sft", sft_model, "sft")}
         policy = sft_model
-        expert_ids = {t.task_id for t in _read_jsonl(expert_path)}
-        train_tasks = [t for t in self.env().tasks("train") if t.id in expert_ids][: self.cfg.explore.limit]
+        train_tasks = self.explore_tasks(expert_path)
         ex = self.cfg.explore
         for r in range(1, self.cfg.rounds + 1):
             rollouts = self.rollout_stage(
                 f"round-{r}/explore",
                 policy,
                 train_tasks,
-                Sampling(
-                    temperature=ex.temperature,
-                    top_p=ex.top_p,
-                    max_new_tokens=ex.max_new_tokens,
-                    seed=self.cfg.seed + r,
-                ),
+                self.explore_sampling(r),
                 ex.batch_size,
                 ex.n_samples,
                 f"round-{r - 1}" if r > 1 else "sft",
@@ -850,7 +859,6 @@ class Run:
             self.close_gui_envs()
 
     def _execute_gui(self, config_text: str) -> dict[str, Any]:
-        from trajkit.policy.backends import Sampling
 
         gui = self.cfg.gui
         assert gui is not None
@@ -866,8 +874,7 @@ class Run:
         primary = gui.eval_modes[0]
         summary: dict[str, Any] = {"sft": dict(modes["sft"][primary])}
         policy = sft_model
-        expert_ids = {t.task_id for t in _read_jsonl(expert_path)}
-        train_tasks = [t for t in self.env().tasks("train") if t.id in expert_ids][: self.cfg.explore.limit]
+        train_tasks = self.explore_tasks(expert_path)
         ex = self.cfg.explore
         pair_files = []
         for r in range(1, self.cfg.rounds + 1):
@@ -875,12 +882,7 @@ class Run:
                 f"round-{r}/explore",
                 policy,
                 train_tasks,
-                Sampling(
-                    temperature=ex.temperature,
-                    top_p=ex.top_p,
-                    max_new_tokens=ex.max_new_tokens,
-                    seed=self.cfg.seed + r,
-                ),
+                self.explore_sampling(r),
                 ex.n_samples,
                 f"round-{r - 1}" if r > 1 else "sft",
                 ex.max_steps,
