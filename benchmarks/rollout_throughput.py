@@ -14,11 +14,11 @@ expert trajectories. It is untrained: what is measured is throughput, not succes
 model fails every episode, so every episode runs the whole step budget and both sides do the same
 work (same number of env steps; generations rarely stop before `--max-new-tokens`).
 
-Launch (about 1.5 minutes with the defaults on a 2-core CPU box when a core is free; far longer
+Launch (under a minute with the defaults on a 2-core CPU box when a core is free; far longer
 when other jobs keep the cores busy and torch runs its default two threads, see
 benchmarks/README.md):
 
-    .venv/bin/python benchmarks/rollout_throughput.py [--tasks 32 --size s]
+    .venv/bin/python benchmarks/rollout_throughput.py [--tasks 32 --size xs]
 
 Output: plain lines with episodes/s, env steps/s and generated tokens/s of each side and the
 ratio engine/sequential, then one JSON line with every figure. Rollouts go to a temporary folder
@@ -48,7 +48,7 @@ TARGET_RATIO = 8.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", type=int, default=32, help="test_seen tasks rolled out by each side")
-    p.add_argument("--size", default="s", choices=["xs", "s", "m"], help="tiny model size")
+    p.add_argument("--size", default="xs", choices=["xs", "s", "m"], help="tiny model size (xs: the demo's)")
     p.add_argument("--batch-size", type=int, default=32, help="live episodes of the engine")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--max-steps", type=int, default=10, help="step budget of every episode")

@@ -129,14 +129,16 @@ class HFBackend:
         self.stats["prefilled_tokens"] += sum(len(s) for s in suffixes)
 
         ids = torch.full((n, new_w), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, past_w + new_w), dtype=torch.long)
+        # Full width from the start: decode steps switch a column on instead of growing the mask.
+        width = past_w + new_w + sampling.max_new_tokens
+        mask = torch.zeros((n, width), dtype=torch.long)
         positions = torch.zeros((n, new_w), dtype=torch.long)
         for i, (c, suffix) in enumerate(zip(cached, suffixes, strict=True)):
             ids[i, new_w - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
             mask[i, past_w - c : past_w] = 1
             mask[i, past_w + new_w - len(suffix) :] = 1
             positions[i, new_w - len(suffix) :] = torch.arange(c, c + len(suffix))
-        past = self._batch_cache(reuse, past_w) if past_w else None
+        past = self._batch_cache(reuse, past_w, width)
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
 
         generators = None
@@ -151,6 +153,7 @@ class HFBackend:
             for step in range(sampling.max_new_tokens):
                 if step:
                     fed += 1
+                seen = past_w + new_w + step
                 out = self.model(
                     input_ids=step_ids,
                     attention_mask=mask,
@@ -165,26 +168,30 @@ class HFBackend:
                     break
                 step_ids = token[:, None]
                 step_pos = step_pos[:, -1:] + 1
-                mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+                mask[:, seen] = 1
         if any(k is not None for k in keys):
             self._keep(keys, prompts, results, past, mask, past_w + new_w, fed)
         return results
 
-    def _batch_cache(self, reuse, width: int):
-        """One left-padded cache for the batch from each row's own cached prefix."""
-        from transformers import DynamicCache
+    def _batch_cache(self, reuse, past_w: int, width: int):
+        """A preallocated cache of `width` columns holding each row's cached prefix, left-padded to
+        `past_w`. Preallocated because a growing cache copies the whole batch's KV every decode step
+        (measured: a fifth of a tiny model's batched decode time)."""
+        from transformers import StaticCache
 
+        cache = StaticCache(config=self.model.config, max_cache_len=width)
+        if not past_w:
+            return cache
         template = next(layers for c, layers in reuse if layers is not None)
-        merged = []
         for layer, (k0, v0) in enumerate(template):
-            k = k0.new_zeros((len(reuse), k0.shape[0], width, k0.shape[2]))
-            v = v0.new_zeros((len(reuse), v0.shape[0], width, v0.shape[2]))
+            k = k0.new_zeros((len(reuse), k0.shape[0], past_w, k0.shape[2]))
+            v = v0.new_zeros((len(reuse), v0.shape[0], past_w, v0.shape[2]))
             for i, (c, layers) in enumerate(reuse):
                 if c:
-                    k[i, :, width - c :] = layers[layer][0]
-                    v[i, :, width - c :] = layers[layer][1]
-            merged.append((k.to(self.device), v.to(self.device)))
-        return DynamicCache(ddp_cache_data=merged)
+                    k[i, :, past_w - c :] = layers[layer][0]
+                    v[i, :, past_w - c :] = layers[layer][1]
+            cache.update(k.to(self.device), v.to(self.device), layer)
+        return cache
 
     def _keep(self, keys, prompts, results, past, mask, prompt_w: int, fed: int) -> None:
         """Store each keyed row's KV for its prompt and the generated tokens it was fed."""
