@@ -11,8 +11,8 @@ Splits: `train` and `test_seen` draw from the same distribution with different s
 `test_unseen` draws only tasks with at least one held-out feature. Held out of `train` and
 `test_seen` (the tables live in `catalog.py`):
 
-- object types tomato, cellphone and spraybottle: they never appear in a train or test_seen scene
-  at all, neither as the goal object nor as clutter;
+- object types tomato, cellphone and spraybottle as the goal object (they do lie around as clutter
+  in every split, as ALFWorld's unseen rooms reuse its vocabulary: what is held out is the task);
 - (family, target receptacle type) pairs: pick_heat_then_place -> diningtable,
   pick_clean_then_place -> drawer, pick_two_obj_and_place -> sofa (each target type still appears
   in other families);
@@ -22,6 +22,10 @@ Splits: `train` and `test_seen` draw from the same distribution with different s
 Each test_unseen task lists its held-out features in `spec["held_out"]`; for train and test_seen
 that list is empty. The scripted expert (`expert_trajectory`) solves every task; the generator
 keeps its worst case within the task's `max_steps`.
+
+`HouseholdEnv(layout=...)` sets the room size: "standard" (ALFWorld-sized rooms, the default) or
+"compact" (at most two receptacles of a type, less clutter, goal objects nearer their usual
+place); see `generate.LAYOUTS`. The layout is part of the env version and of the task ids.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Any
 
 from trajkit.envs.base import Observation, StepResult, Task
 from trajkit.envs.household import catalog as cat
-from trajkit.envs.household.generate import SPLITS, VERSION, generate_task, receptacle_type
+from trajkit.envs.household.generate import SPLITS, VERSION, generate_task, get_layout, receptacle_type
 
 NOTHING = "Nothing happened."
 DEFAULT_N_TRAIN = 3000
@@ -96,7 +96,12 @@ class HouseholdEnv:
         n_test: int = DEFAULT_N_TEST,
         max_steps: int = 30,
         expert_phrasing: str = "varied",
+        layout: str = "standard",
     ) -> None:
+        get_layout(layout)  # fail early on an unknown name
+        # Room size and clutter (see `generate.Layout`); part of the version, since it changes tasks.
+        self.layout = layout
+        self.version = VERSION if layout == "standard" else f"{VERSION}-{layout}"
         if expert_phrasing not in ("varied", "plain"):
             raise ValueError(f"expert_phrasing must be 'varied' or 'plain', got {expert_phrasing!r}")
         # How the scripted expert words its thoughts: "varied" draws among several wordings,
@@ -120,7 +125,8 @@ class HouseholdEnv:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if split not in self._tasks:
             self._tasks[split] = [
-                generate_task(self.seed, split, i, self.max_steps) for i in range(self._split_sizes[split])
+                generate_task(self.seed, split, i, self.max_steps, self.layout)
+                for i in range(self._split_sizes[split])
             ]
         return list(self._tasks[split])
 

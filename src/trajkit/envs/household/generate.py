@@ -11,6 +11,7 @@ so an episode can be rebuilt from the spec alone, without re-running the generat
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from trajkit.envs.base import Task
@@ -21,6 +22,34 @@ VERSION = "2"  # 2: held-out object types may appear as distractors in any split
 # How strongly goal objects favour their most usual place. Low enough that the expert's search is
 # often several receptacles long, so a learner sees real searching and has room to improve.
 GOAL_PLACE_SKEW = 0.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How big and cluttered a generated room is (the world's difficulty knob).
+
+    "standard" rooms are ALFWorld-sized: up to five cabinets, five to ten clutter objects. "compact"
+    rooms keep every receptacle type but at most `max_instances` of each and less clutter, so
+    episodes are shorter and observations easier to read: a small model learns them far sooner.
+    """
+
+    name: str
+    max_instances: int | None  # cap on receptacles of one type (None: the room table's own maximum)
+    clutter: tuple[int, int]  # fewest and most objects besides the goal objects
+    goal_skew: float  # how strongly goal objects favour their most usual place (0: any likely place)
+
+
+LAYOUTS = {
+    "standard": Layout("standard", None, (5, 10), GOAL_PLACE_SKEW),
+    "compact": Layout("compact", 2, (2, 5), 2.0),
+}
+
+
+def get_layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown household layout {name!r}; expected one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]
+
 
 GOAL_TEMPLATES = {
     "pick_and_place": ("put a {o} in {t}.", "put some {o} on {t}."),
@@ -129,9 +158,13 @@ def _draw_goal(rng: random.Random, family: str, unseen: bool) -> tuple[str, cat.
 
 
 def _draw_counts(
-    rng: random.Random, room: str, required: set[str], lamp_place_needed: bool
+    rng: random.Random, room: str, required: set[str], lamp_place_needed: bool, layout: Layout
 ) -> dict[str, int]:
-    counts = {k.type: rng.randint(k.min_count, k.max_count) for k in cat.LAYOUTS[room]}
+    cap = layout.max_instances
+    counts = {
+        k.type: rng.randint(min(k.min_count, cap or k.min_count), min(k.max_count, cap or k.max_count))
+        for k in cat.LAYOUTS[room]
+    }
     for t in required:
         counts[t] = max(counts[t], 1)
     if lamp_place_needed and not any(counts.get(t) for t in cat.DESKLAMP_PLACES):
@@ -139,19 +172,27 @@ def _draw_counts(
     return counts
 
 
-def generate_task(seed: int, split: str, index: int, max_steps: int = 30) -> Task:
+def generate_task(seed: int, split: str, index: int, max_steps: int = 30, layout: str = "standard") -> Task:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    rng = random.Random(f"household/{seed}/{split}/{index}")
+    room_layout = get_layout(layout)
+    # The standard layout keeps its original seed string, so its tasks are unchanged.
+    tag = "" if layout == "standard" else f"/{layout}"
+    rng = random.Random(f"household{tag}/{seed}/{split}/{index}")
     family = cat.FAMILIES[index % len(cat.FAMILIES)]
     unseen = split == "test_unseen"
     for _ in range(200):
         room, kind, target = _draw_goal(rng, family, unseen)
-        spec = _draw_scene(rng, family, room, kind, target, unseen)
+        spec = _draw_scene(rng, family, room, kind, target, room_layout)
         if spec is not None and expert_step_bound(spec) <= max_steps:
             spec["held_out"] = cat.held_out_features(family, room, kind.type, target)
+            if layout != "standard":
+                spec["layout"] = layout
             return Task(
-                id=f"household/{split}/{family}/{index:05d}", split=split, spec=spec, max_steps=max_steps
+                id=f"household{tag}/{split}/{family}/{index:05d}",
+                split=split,
+                spec=spec,
+                max_steps=max_steps,
             )
     raise RuntimeError(f"could not generate {split} task {index} within {max_steps} expert steps")
 
@@ -162,7 +203,7 @@ def _draw_scene(
     room: str,
     kind: cat.ObjectKind,
     target: str | None,
-    unseen: bool,
+    layout: Layout,
 ) -> dict[str, Any] | None:
     lamp = None
     if room in ("bedroom", "livingroom"):
@@ -170,7 +211,7 @@ def _draw_scene(
         lamp = "floorlamp" if rng.random() < floorlamp_chance else "desklamp"
     tool = cat.TOOL_OF_FAMILY.get(family)
     required = {t for t in (target, tool) if t}
-    counts = _draw_counts(rng, room, required, lamp == "desklamp")
+    counts = _draw_counts(rng, room, required, lamp == "desklamp", layout)
 
     candidate_types = [t for t in kind.found_in if t != target and counts.get(t)]
     if not candidate_types:
@@ -193,12 +234,12 @@ def _draw_scene(
     placed: list[tuple[str, str]] = []  # (object type, receptacle name)
     n_goal = rng.choice((2, 2, 3)) if family == "pick_two_obj_and_place" else rng.choice((1, 1, 1, 1, 2))
     for _ in range(n_goal):
-        placed.append((kind.type, instance_of(_weighted_pick(rng, candidate_types, GOAL_PLACE_SKEW))))
+        placed.append((kind.type, instance_of(_weighted_pick(rng, candidate_types, layout.goal_skew))))
     # Held-out object types are never a train goal, but they do lie around in train rooms: test_unseen
     # holds out what the agent must do with them, not the words themselves (as ALFWorld's unseen
     # rooms reuse its object vocabulary).
     distractor_kinds = [k for k in cat.OBJECTS[room] if k.type != kind.type]
-    for _ in range(rng.randint(5, 10)):
+    for _ in range(rng.randint(*layout.clutter)):
         other = rng.choice(distractor_kinds)
         places = [t for t in other.found_in if counts.get(t)]
         if places:
