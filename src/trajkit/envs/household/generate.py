@@ -160,11 +160,10 @@ def _draw_goal(rng: random.Random, family: str, unseen: bool) -> tuple[str, cat.
 def _draw_counts(
     rng: random.Random, room: str, required: set[str], lamp_place_needed: bool, layout: Layout
 ) -> dict[str, int]:
-    cap = layout.max_instances
-    counts = {
-        k.type: rng.randint(min(k.min_count, cap or k.min_count), min(k.max_count, cap or k.max_count))
-        for k in cat.LAYOUTS[room]
-    }
+    counts = {}
+    for k in cat.LAYOUTS[room]:
+        most = k.max_count if layout.max_instances is None else min(k.max_count, layout.max_instances)
+        counts[k.type] = rng.randint(min(k.min_count, most), most)
     for t in required:
         counts[t] = max(counts[t], 1)
     if lamp_place_needed and not any(counts.get(t) for t in cat.DESKLAMP_PLACES):
