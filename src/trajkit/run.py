@@ -449,28 +449,41 @@ class Run:
             self.log(f"[model] tiny{' VLM' if vision else ''}-{size} built from the expert corpus")
         return str(stage.final / "model")
 
-    def sft_stage(self, base: str, expert_path: Path) -> str:
-        stage = Stage(self.dir, "sft")
+    def sft_stage(
+        self,
+        base: str,
+        expert_path: Path,
+        name: str = "sft",
+        gui_stage: str | None = None,
+        extra: dict | None = None,
+    ) -> str:
+        """SFT on the expert data; with `gui_stage` (grounding | planning) an AGUVIS stage on a
+        vision-language model, vision tower frozen, `extra` on top of the `sft` section."""
+        stage = Stage(self.dir, name)
         if not stage.done:
             from trajkit.train.sft import SFTRecipe, run_sft
 
             work = stage.begin()
             fields = {"template": self.cfg.model.template, "lora": self.cfg.model.lora, "seed": self.cfg.seed}
+            gui = {} if gui_stage is None else {"gui_stage": gui_stage}
             recipe = from_dict(
                 SFTRecipe,
                 {
                     **fields,
+                    **({"freeze_vision": True} if gui else {}),
                     **self.cfg.sft,
+                    **(extra or {}),
+                    **gui,
                     "model": base,
                     "data": [str(expert_path)],
                     "output_dir": str(work),
                 },
-                where="sft",
+                where=f"gui.{name}" if gui else name,
             )
             t0 = time.perf_counter()
             run_sft(recipe)
-            stage.commit({"seconds": round(time.perf_counter() - t0, 1)})
-            self.log(f"[sft] done in {time.perf_counter() - t0:.0f}s")
+            stage.commit({"seconds": round(time.perf_counter() - t0, 1), **gui})
+            self.log(f"[{name}] {gui_stage + ' ' if gui else ''}done in {time.perf_counter() - t0:.0f}s")
         return str(stage.final / "model")
 
     def rollout_stage(
@@ -730,33 +743,6 @@ class Run:
         self.log(f"[expert] {len(good)}/{len(trajs)} oracle episodes solved")
         return path
 
-    def gui_sft_stage(self, name: str, base: str, expert_path: Path, gui_stage: str, extra: dict) -> str:
-        stage = Stage(self.dir, name)
-        if not stage.done:
-            from trajkit.train.sft import SFTRecipe, run_sft
-
-            work = stage.begin()
-            fields = {"template": self.cfg.model.template, "lora": self.cfg.model.lora, "seed": self.cfg.seed}
-            recipe = from_dict(
-                SFTRecipe,
-                {
-                    **fields,
-                    "freeze_vision": True,
-                    **self.cfg.sft,
-                    **extra,
-                    "gui_stage": gui_stage,
-                    "model": base,
-                    "data": [str(expert_path)],
-                    "output_dir": str(work),
-                },
-                where=f"gui.{name}",
-            )
-            t0 = time.perf_counter()
-            run_sft(recipe)
-            stage.commit({"seconds": round(time.perf_counter() - t0, 1), "gui_stage": gui_stage})
-            self.log(f"[{name}] {gui_stage} done in {time.perf_counter() - t0:.0f}s")
-        return str(stage.final / "model")
-
     def gui_rollout_stage(
         self,
         name: str,
@@ -868,8 +854,8 @@ class Run:
         self.write_manifest()
         expert_path = self.gui_expert_stage()
         base = self.model_stage(expert_path, vision=True)
-        stage1 = self.gui_sft_stage("sft-stage1", base, expert_path, "grounding", gui.stage1)
-        sft_model = self.gui_sft_stage("sft", stage1, expert_path, "planning", gui.stage2)
+        stage1 = self.sft_stage(base, expert_path, "sft-stage1", "grounding", gui.stage1)
+        sft_model = self.sft_stage(stage1, expert_path, "sft", "planning", gui.stage2)
         modes: dict[str, Any] = {"sft": self.gui_eval_stage("eval-sft", sft_model, "sft")}
         primary = gui.eval_modes[0]
         summary: dict[str, Any] = {"sft": dict(modes["sft"][primary])}
