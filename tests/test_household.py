@@ -10,6 +10,7 @@ import pytest
 from trajkit.data.schema import AGENT, OBSERVATION, TASK
 from trajkit.envs.base import Task, parse_react_action
 from trajkit.envs.household import (
+    BRIEF_INSTRUCTION,
     FAMILIES,
     INSTRUCTION,
     NOTHING,
@@ -298,15 +299,15 @@ def test_splits_are_disjoint(env: HouseholdEnv) -> None:
 
 
 def test_held_out_combinations_never_in_train(env: HouseholdEnv) -> None:
-    distractors_seen = set()
+    train_goals = set()
     for split in ("train", "test_seen"):
         for task in env.tasks(split):
             spec = task.spec
             assert spec["held_out"] == []
-            assert spec["object"] not in cat.HELD_OUT_OBJECTS, task.id
-            distractors_seen |= {o["name"].rsplit(" ", 1)[0] for o in spec["objects"]} & cat.HELD_OUT_OBJECTS
+            assert (spec["family"], spec["object"]) not in cat.HELD_OUT_FAMILY_OBJECTS, task.id
             assert (spec["family"], spec["target"]) not in cat.HELD_OUT_FAMILY_TARGETS
             assert (spec["family"], spec["room"]) not in cat.HELD_OUT_FAMILY_ROOMS
+            train_goals.add((spec["family"], spec["object"]))
     unseen = env.tasks("test_unseen")
     kinds_seen = set()
     for task in unseen:
@@ -316,9 +317,10 @@ def test_held_out_combinations_never_in_train(env: HouseholdEnv) -> None:
             spec["family"], spec["room"], spec["object"], spec["target"]
         )
         kinds_seen |= {f.split(":")[0] for f in spec["held_out"]}
-    assert kinds_seen == {"object", "family_target", "family_room"}
-    # The held-out words are known from train rooms; what is new is having them as the goal.
-    assert distractors_seen == cat.HELD_OUT_OBJECTS
+    assert kinds_seen == {"family_object", "family_target", "family_room"}
+    # Every part of a held-out combination is familiar: its object is a goal in other families.
+    for family, obj in cat.HELD_OUT_FAMILY_OBJECTS:
+        assert any(o == obj and f != family for f, o in train_goals), (family, obj)
 
 
 def test_goal_is_not_met_at_start(env: HouseholdEnv) -> None:
@@ -404,7 +406,7 @@ def test_plain_phrasing_words_each_situation_one_way() -> None:
 def test_compact_layout_makes_smaller_rooms_the_expert_still_solves() -> None:
     standard = HouseholdEnv(seed=0, n_train=60, n_test=0)
     compact = HouseholdEnv(seed=0, n_train=60, n_test=0, layout="compact")
-    assert (standard.version, compact.version) == ("2", "2-compact")
+    assert (standard.version, compact.version) == ("3", "3-compact")
 
     def room_stats(env):
         sizes, clutter = [], []
@@ -426,3 +428,18 @@ def test_compact_layout_makes_smaller_rooms_the_expert_still_solves() -> None:
     assert standard.tasks("train")[0].id == "household/train/pick_and_place/00000"
     with pytest.raises(ValueError, match="layout"):
         HouseholdEnv(layout="huge")
+
+
+def test_brief_instruction_changes_only_the_first_turn() -> None:
+    full = HouseholdEnv(seed=0, n_train=6, n_test=0, expert_phrasing="plain")
+    brief = HouseholdEnv(seed=0, n_train=6, n_test=0, expert_phrasing="plain", instruction="brief")
+    assert brief.instruction == BRIEF_INSTRUCTION and "Commands you can give" not in BRIEF_INSTRUCTION
+    assert "Thought: <your thinking>\nAction: <one command>" in BRIEF_INSTRUCTION
+    assert len(BRIEF_INSTRUCTION) < len(INSTRUCTION) / 3
+    for task in brief.tasks("train"):
+        long, short = expert_trajectory(full, task), expert_trajectory(brief, task)
+        assert short.turns[0].text == BRIEF_INSTRUCTION and long.turns[0].text == INSTRUCTION
+        assert [t.text for t in short.turns[1:]] == [t.text for t in long.turns[1:]]
+        assert short.success
+    with pytest.raises(ValueError, match="instruction"):
+        HouseholdEnv(instruction="terse")

@@ -11,8 +11,9 @@ Splits: `train` and `test_seen` draw from the same distribution with different s
 `test_unseen` draws only tasks with at least one held-out feature. Held out of `train` and
 `test_seen` (the tables live in `catalog.py`):
 
-- object types tomato, cellphone and spraybottle as the goal object (they do lie around as clutter
-  in every split, as ALFWorld's unseen rooms reuse its vocabulary: what is held out is the task);
+- (family, goal object) pairs: pick_and_place with a spraybottle, pick_cool_then_place with a
+  tomato, look_at_obj_in_light with a cellphone (each object is a goal in other families' train
+  tasks: as ALFWorld's unseen rooms reuse its vocabulary, what is held out is the combination);
 - (family, target receptacle type) pairs: pick_heat_then_place -> diningtable,
   pick_clean_then_place -> drawer, pick_two_obj_and_place -> sofa (each target type still appears
   in other families);
@@ -26,16 +27,20 @@ keeps its worst case within the task's `max_steps`.
 `HouseholdEnv(layout=...)` sets the room size: "standard" (ALFWorld-sized rooms, the default) or
 "compact" (at most two receptacles of a type, less clutter, goal objects nearer their usual
 place); see `generate.LAYOUTS`. The layout is part of the env version and of the task ids.
+`HouseholdEnv(instruction=...)` sets every episode's first user turn: "full" (the default: the
+commands, their rules and the answer format, as ETO prompts ALFWorld) or "brief" (the answer format
+only, for a model trained from scratch that learns the commands from the demonstrations).
 """
 
 from __future__ import annotations
 
 from trajkit.envs.household.catalog import FAMILIES
 from trajkit.envs.household.expert import ExpertError, expert_trajectory
-from trajkit.envs.household.game import INSTRUCTION, NOTHING, HouseholdEnv
+from trajkit.envs.household.game import BRIEF_INSTRUCTION, INSTRUCTION, NOTHING, HouseholdEnv
 from trajkit.envs.household.generate import SPLITS, VERSION, expert_step_bound, generate_task
 
 __all__ = [
+    "BRIEF_INSTRUCTION",
     "FAMILIES",
     "INSTRUCTION",
     "NOTHING",

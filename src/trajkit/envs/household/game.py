@@ -41,6 +41,14 @@ this format:
 Thought: <your thinking>
 Action: <one command>"""
 
+# The first paragraph and the answer format only: for a small model trained from scratch, which
+# learns the commands from demonstrations, the full list is a third of every episode's tokens.
+BRIEF_INSTRUCTION = (
+    INSTRUCTION.split("\n\n", 1)[0]
+    + "\n\nIn every turn, think first, then give one command:\nThought: <your thinking>\nAction: <one command>"
+)
+INSTRUCTIONS = {"full": INSTRUCTION, "brief": BRIEF_INSTRUCTION}
+
 _NAME = r"([a-z]+ \d+)"
 _COMMANDS = [
     ("go", re.compile(rf"go to {_NAME}")),
@@ -97,8 +105,13 @@ class HouseholdEnv:
         max_steps: int = 30,
         expert_phrasing: str = "varied",
         layout: str = "standard",
+        instruction: str = "full",
     ) -> None:
         get_layout(layout)  # fail early on an unknown name
+        if instruction not in INSTRUCTIONS:
+            raise ValueError(f"instruction must be one of {', '.join(INSTRUCTIONS)}, got {instruction!r}")
+        # The first user turn of every episode: "full" lists the commands, "brief" does not.
+        self.instruction = INSTRUCTIONS[instruction]
         # Room size and clutter (see `generate.Layout`); part of the version, since it changes tasks.
         self.layout = layout
         self.version = VERSION if layout == "standard" else f"{VERSION}-{layout}"

@@ -18,7 +18,7 @@ from trajkit.envs.base import Task
 from trajkit.envs.household import catalog as cat
 
 SPLITS = ("train", "test_seen", "test_unseen")
-VERSION = "2"  # 2: held-out object types may appear as distractors in any split
+VERSION = "3"  # 3: test_unseen holds out (family, object) pairs rather than whole object types
 # How strongly goal objects favour their most usual place. Low enough that the expert's search is
 # often several receptacles long, so a learner sees real searching and has room to improve.
 GOAL_PLACE_SKEW = 0.0
@@ -115,13 +115,7 @@ def _weighted_pick(rng: random.Random, options: list[str], skew: float = 1.0) ->
 
 
 def _unseen_rules(family: str) -> list[tuple[str, str]]:
-    rules: list[tuple[str, str]] = []
-    for obj in sorted(cat.HELD_OUT_OBJECTS):
-        if any(
-            obj in {k.type for k in cat.eligible_objects(room, family)}
-            for room in cat.ROOMS_OF_FAMILY[family]
-        ):
-            rules.append(("object", obj))
+    rules = [("object", o) for f, o in sorted(cat.HELD_OUT_FAMILY_OBJECTS) if f == family]
     rules += [("target", t) for f, t in sorted(cat.HELD_OUT_FAMILY_TARGETS) if f == family]
     rules += [("room", r) for f, r in sorted(cat.HELD_OUT_FAMILY_ROOMS) if f == family]
     return rules
@@ -138,8 +132,6 @@ def _draw_goal(rng: random.Random, family: str, unseen: bool) -> tuple[str, cat.
         kinds = cat.eligible_objects(room, family)
         if rule and rule[0] == "object":
             kinds = [k for k in kinds if k.type == rule[1]]
-        elif not unseen:
-            kinds = [k for k in kinds if k.type not in cat.HELD_OUT_OBJECTS]
         if not kinds:
             continue
         kind = rng.choice(kinds)
@@ -234,9 +226,6 @@ def _draw_scene(
     n_goal = rng.choice((2, 2, 3)) if family == "pick_two_obj_and_place" else rng.choice((1, 1, 1, 1, 2))
     for _ in range(n_goal):
         placed.append((kind.type, instance_of(_weighted_pick(rng, candidate_types, layout.goal_skew))))
-    # Held-out object types are never a train goal, but they do lie around in train rooms: test_unseen
-    # holds out what the agent must do with them, not the words themselves (as ALFWorld's unseen
-    # rooms reuse its object vocabulary).
     distractor_kinds = [k for k in cat.OBJECTS[room] if k.type != kind.type]
     for _ in range(rng.randint(*layout.clutter)):
         other = rng.choice(distractor_kinds)
