@@ -157,7 +157,7 @@ def demo_config(run_dir: str = "runs/demo") -> RunConfig:
         dpo_later_rounds={"beta": 0.5, "learning_rate": 2.5e-5},
         # RFT continues from the SFT policy on its own successes, gently (the SFT rate undoes it).
         rft_sft={"epochs": 2, "learning_rate": 5e-4, "warmup": 0},
-        eval=EvalSection(limit=32, batch_size=32, max_new_tokens=96, max_steps=20),
+        eval=EvalSection(limit=64, batch_size=32, max_new_tokens=96, max_steps=20),
     )
 
 
