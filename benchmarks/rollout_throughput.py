@@ -41,6 +41,7 @@ from trajkit.envs.registry import get_oracle, make_env
 from trajkit.policy.backends import HFBackend, Sampling
 from trajkit.render import Renderer
 from trajkit.rollout import RolloutConfig, run_rollouts
+from trajkit.rollout.react import ReactAgent
 
 TARGET_RATIO = 8.0
 
@@ -222,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         t0 = time.perf_counter()
-        eng_trajs = run_rollouts(tasks, envs, engine_backend, renderer, work / "engine.jsonl", config)
+        eng_trajs = run_rollouts(
+            tasks, envs, engine_backend, ReactAgent(renderer), work / "engine.jsonl", config
+        )
         eng_s = time.perf_counter() - t0
         eng = rates("engine", len(eng_trajs), *counts(eng_trajs), eng_s)
         eng["engine_generate_s"] = round(engine_backend.seconds, 3)

@@ -51,7 +51,7 @@ def masked_trainer(renderer, model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig
 
-    from trajkit.train.sft import training_device_args
+    from trajkit.train.common import training_device_args
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     dataset = build_pair_dataset([PAIR], renderer, max_length=2048)

@@ -12,11 +12,12 @@ import pytest
 
 from trajkit.data.schema import AGENT, OBSERVATION, SYSTEM, TASK, Trajectory, Turn
 from trajkit.envs.base import Observation, StepResult, Task
-from trajkit.gui.rollout import GuiRolloutConfig, cap_images, run_gui_rollouts
 from trajkit.gui.tokens import DIFF_MARKER, RECIPIENT
 from trajkit.pairs import build_pairs
 from trajkit.policy.backends import Sampling
 from trajkit.render import IMAGE_PAD, Renderer
+from trajkit.rollout import RolloutConfig, run_rollouts
+from trajkit.rollout.aguvis import AguvisAgent, cap_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +87,7 @@ class ScriptedBackend:
         self.im_end = enc("<|im_end|>")
         self.diff = enc(DIFF_MARKER)
 
-    def generate(self, prompts, sampling, seeds, images=None):
+    def generate(self, prompts, sampling, seeds, keys=None, images=None):
         out = []
         for prompt, imgs in zip(prompts, images, strict=True):
             self.calls.append({"prompt": list(prompt), "images": list(imgs)})
@@ -111,14 +112,11 @@ def _rollout(tmp_path, tokenizer, mode, max_images=None, n_tasks=2):
     backend = ScriptedBackend(renderer)
     tasks = [Task(f"box/{i}", "train", {"box": [0.5, 0.5]}, max_steps=5) for i in range(n_tasks)]
     envs = [PageEnv(tmp_path), PageEnv(tmp_path)]
-    cfg = GuiRolloutConfig(
-        sampling=Sampling(temperature=1.0, max_new_tokens=16, seed=0),
-        batch_size=2,
-        mode=mode,
-        policy_id=mode,
-        max_images=max_images,
+    cfg = RolloutConfig(
+        sampling=Sampling(temperature=1.0, max_new_tokens=16, seed=0), batch_size=2, policy_id=mode
     )
-    trajs = run_gui_rollouts(tasks, envs, backend, renderer, tmp_path / f"{mode}.jsonl", cfg)
+    agent = AguvisAgent(renderer, mode=mode, max_images=max_images)
+    trajs = run_rollouts(tasks, envs, backend, agent, tmp_path / f"{mode}.jsonl", cfg)
     return trajs, backend, renderer, envs
 
 
@@ -262,9 +260,11 @@ def test_vlm_dpo_masks_images_and_observations_and_trains(tmp_path, tiny_vlm):
         batch_size=2,
         warmup=0,
         lr_scheduler="constant",
+        logging_steps=1,
     )
     final = run_dpo(recipe, pairs)
     log = json.loads((tmp_path / "dpo" / "train_log.json").read_text())["log_history"]
+    log = [e for e in log if "loss" in e]
     losses = [e["loss"] for e in log]
     assert len(losses) == 12
     assert abs(losses[0] - 0.6931) < 1e-3, "the policy starts as its own reference"
@@ -274,18 +274,19 @@ def test_vlm_dpo_masks_images_and_observations_and_trains(tmp_path, tiny_vlm):
     assert again.template == "qwen2" and (Path(final) / "preprocessor_config.json").is_file()
 
 
-def test_gui_demo_recipe_matches_the_config_file():
-    from trajkit.run import gui_demo_config, load_run_config
+def test_gui_demo_is_the_config_file():
+    from trajkit.pipeline.config import demo_config, load_run_config
 
     from_file = load_run_config(REPO / "configs" / "miniwob_eto_tiny.yaml")
-    assert dataclasses.replace(from_file, run_dir="x") == dataclasses.replace(gui_demo_config(), run_dir="x")
+    assert dataclasses.replace(from_file, run_dir="x") == demo_config("x", gui=True)
+    assert from_file.gui is not None and from_file.gui.stage2["reasoning_mixture"] == {"l2": 0.6, "none": 0.4}
     full = load_run_config(REPO / "configs" / "miniwob_eto.yaml")
     assert full.gui is not None and full.model.base != "tiny"
 
 
 def test_bad_gui_mode_is_refused(tmp_path):
     from trajkit.config import ConfigError
-    from trajkit.run import load_run_config
+    from trajkit.pipeline.config import load_run_config
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("run_dir: x\nenv: {name: miniwob}\ngui: {eval_modes: [grounding]}\n")
@@ -311,33 +312,28 @@ def test_tiny_gui_eto_run_end_to_end_and_resumes(tmp_path):
     _need_miniwob()
     import torch
 
-    from trajkit.config import apply_overrides, from_dict
-    from trajkit.run import Run, RunConfig, config_to_yaml, gui_demo_config
+    from trajkit.pipeline import config_to_yaml, demo_config, execute
 
     torch.set_num_threads(2)
-    base = dataclasses.asdict(gui_demo_config(str(tmp_path / "run")))
-    cfg = from_dict(
-        RunConfig,
-        apply_overrides(
-            base,
-            [
-                "env.kwargs.tasks=[click-test,focus-text]",
-                "env.kwargs.n_train=3",
-                "env.kwargs.n_test=2",
-                "gui.envs=2",
-                "gui.stage1.epochs=1",
-                "gui.stage2.epochs=1",
-                "dpo.epochs=1",
-                "explore.max_new_tokens=24",
-                "eval.max_new_tokens=24",
-                "explore.max_steps=2",
-                "eval.max_steps=2",
-            ],
-        ),
-        where="test",
+    cfg = demo_config(
+        str(tmp_path / "run"),
+        [
+            "env.kwargs.tasks=[click-test,focus-text]",
+            "env.kwargs.n_train=3",
+            "env.kwargs.n_test=2",
+            "gui.envs=2",
+            "gui.stage1.epochs=1",
+            "gui.stage2.epochs=1",
+            "dpo.epochs=1",
+            "explore.max_new_tokens=24",
+            "eval.max_new_tokens=24",
+            "explore.max_steps=2",
+            "eval.max_steps=2",
+        ],
+        gui=True,
     )
     logs: list[str] = []
-    summary = Run(cfg, log=logs.append).execute(config_to_yaml(cfg))
+    summary = execute(cfg, config_to_yaml(cfg), log=logs.append)
     run = Path(cfg.run_dir)
     assert set(summary["gui"]["modes"]) == {"sft", "round-1"}
     for stage in ("sft", "round-1"):
@@ -361,6 +357,6 @@ def test_tiny_gui_eto_run_end_to_end_and_resumes(tmp_path):
         assert (run / name).stat().st_size > 1000
     # resumable: a re-run finds every stage done
     before = (run / "report.md").stat().st_mtime_ns
-    again = Run(cfg, log=logs.append).execute(config_to_yaml(cfg))
+    again = execute(cfg, config_to_yaml(cfg), log=logs.append)
     assert again == json.loads((run / "summary.json").read_text())
     assert (run / "report.md").stat().st_mtime_ns == before

@@ -10,6 +10,7 @@ from trajkit.data.schema import Trajectory
 from trajkit.envs.base import Observation, StepResult, Task
 from trajkit.policy.backends import HFBackend, Sampling
 from trajkit.rollout import RolloutConfig, read_done, run_rollouts
+from trajkit.rollout.react import ReactAgent
 
 
 class CountingEnv:
@@ -63,7 +64,7 @@ def test_rollouts_store_exact_tokens(tmp_path, policy):
     backend, renderer = policy
     cfg = RolloutConfig(n_samples=2, sampling=Sampling(temperature=0, max_new_tokens=8), policy_id="p0")
     envs = [CountingEnv() for _ in range(4)]
-    trajs = run_rollouts(TASKS, envs, backend, renderer, tmp_path / "r.jsonl", cfg)
+    trajs = run_rollouts(TASKS, envs, backend, ReactAgent(renderer), tmp_path / "r.jsonl", cfg)
     assert len(trajs) == 10
     lines = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert len(lines) == 10
@@ -108,7 +109,7 @@ def test_prefix_cache_changes_nothing_but_the_work(tmp_path, policy, temperature
     runs = {}
     for name, b in (("cached", cached), ("plain", plain)):
         envs = [CountingEnv(need=9) for _ in range(4)]
-        runs[name] = run_rollouts(tasks, envs, b, renderer, tmp_path / f"{name}.jsonl", cfg)
+        runs[name] = run_rollouts(tasks, envs, b, ReactAgent(renderer), tmp_path / f"{name}.jsonl", cfg)
     assert [t.to_dict() for t in runs["cached"]] == [t.to_dict() for t in runs["plain"]]
     assert sum(t.metadata["steps"] for t in runs["cached"]) == sum(2 + i % 3 for i in range(6))
     assert plain.stats["prefilled_tokens"] == plain.stats["prompt_tokens"]
@@ -121,12 +122,12 @@ def test_resume_skips_finished_and_cuts_torn_line(tmp_path, policy):
     backend, renderer = policy
     cfg = RolloutConfig(sampling=Sampling(temperature=0, max_new_tokens=4), policy_id="p")
     out = tmp_path / "r.jsonl"
-    run_rollouts(TASKS[:2], [CountingEnv()], backend, renderer, out, cfg)
+    run_rollouts(TASKS[:2], [CountingEnv()], backend, ReactAgent(renderer), out, cfg)
     with out.open("a") as fh:
         fh.write('{"id": "p/t2/s0", "turns": [')  # killed mid-write
     assert set(read_done(out)) == {"p/t0/s0", "p/t1/s0"}
     env = CountingEnv()
-    trajs = run_rollouts(TASKS, [env], backend, renderer, out, cfg)
+    trajs = run_rollouts(TASKS, [env], backend, ReactAgent(renderer), out, cfg)
     assert sorted(t.id for t in trajs) == [f"p/t{i}/s0" for i in range(5)]
     assert len(env.actions) == 3 * 2  # only the three unfinished tasks ran
     for line in out.read_text().splitlines():
@@ -140,11 +141,13 @@ def test_env_failure_costs_one_episode_and_is_retried(tmp_path, policy):
     env = CountingEnv(fail_on={"t1", "t3"}, fail_times=1)
     env_twice = CountingEnv(fail_on={"t3"}, fail_times=2)
     trajs = {
-        t.task_id: t for t in run_rollouts(TASKS[:2], [env], backend, renderer, tmp_path / "a.jsonl", cfg)
+        t.task_id: t
+        for t in run_rollouts(TASKS[:2], [env], backend, ReactAgent(renderer), tmp_path / "a.jsonl", cfg)
     }
     assert trajs["t1"].success and "error" not in trajs["t1"].metadata
     trajs = {
-        t.task_id: t for t in run_rollouts(TASKS, [env_twice], backend, renderer, tmp_path / "b.jsonl", cfg)
+        t.task_id: t
+        for t in run_rollouts(TASKS, [env_twice], backend, ReactAgent(renderer), tmp_path / "b.jsonl", cfg)
     }
     assert len(trajs) == 5
     assert trajs["t3"].success is False and "env crashed" in trajs["t3"].metadata["error"]
@@ -155,7 +158,9 @@ def test_env_failure_costs_one_episode_and_is_retried(tmp_path, policy):
 def test_step_budget_ends_episode(tmp_path, policy):
     backend, renderer = policy
     cfg = RolloutConfig(sampling=Sampling(temperature=0, max_new_tokens=4), policy_id="p", max_steps=1)
-    trajs = run_rollouts(TASKS[:1], [CountingEnv(need=5)], backend, renderer, tmp_path / "r.jsonl", cfg)
+    trajs = run_rollouts(
+        TASKS[:1], [CountingEnv(need=5)], backend, ReactAgent(renderer), tmp_path / "r.jsonl", cfg
+    )
     assert trajs[0].metadata["steps"] == 1 and trajs[0].success is False and trajs[0].reward == 0.0
 
 
@@ -166,9 +171,11 @@ def test_sampling_is_independent_of_batch_mates(tmp_path, policy):
         n_samples=2, sampling=Sampling(temperature=1.0, max_new_tokens=8, seed=3), policy_id="p"
     )
     together = run_rollouts(
-        TASKS, [CountingEnv() for _ in range(8)], backend, renderer, tmp_path / "a.jsonl", cfg
+        TASKS, [CountingEnv() for _ in range(8)], backend, ReactAgent(renderer), tmp_path / "a.jsonl", cfg
     )
-    alone = run_rollouts(TASKS[2:3], [CountingEnv()], backend, renderer, tmp_path / "b.jsonl", cfg)
+    alone = run_rollouts(
+        TASKS[2:3], [CountingEnv()], backend, ReactAgent(renderer), tmp_path / "b.jsonl", cfg
+    )
     by_id = {t.id: t for t in together}
     for traj in alone:
         assert [t.token_ids for t in traj.turns] == [t.token_ids for t in by_id[traj.id].turns]
@@ -183,13 +190,9 @@ def test_icl_example_and_instruction_override(tmp_path, policy) -> None:
 
     backend, renderer = policy
     example = [Turn(TASK, "Example task."), Turn(AGENT, "Action: a"), Turn(OBSERVATION, "Observation: b")]
-    cfg = RolloutConfig(
-        sampling=Sampling(temperature=0, max_new_tokens=4),
-        policy_id="p",
-        instruction="Trained instruction.",
-        icl=lambda task: example,
-    )
-    (traj,) = run_rollouts(TASKS[:1], [CountingEnv(need=1)], backend, renderer, tmp_path / "r.jsonl", cfg)
+    cfg = RolloutConfig(sampling=Sampling(temperature=0, max_new_tokens=4), policy_id="p")
+    agent = ReactAgent(renderer, instruction="Trained instruction.", icl=lambda task: example)
+    (traj,) = run_rollouts(TASKS[:1], [CountingEnv(need=1)], backend, agent, tmp_path / "r.jsonl", cfg)
     texts = [t.text for t in traj.turns]
     assert texts[:5] == [
         "Trained instruction.",

@@ -15,7 +15,7 @@ RECIPE = """\
 run_dir: {run_dir}
 seed: 0
 rounds: 1
-env: {{name: household, kwargs: {{n_train: 40, n_test: 10}}}}
+env: {{name: household, kwargs: {{n_train: 40, n_test: 10, layout: compact}}}}
 model: {{tiny_size: xs}}
 expert: {{limit: 12}}
 sft: {{max_steps: 3, batch_size: 4, learning_rate: 0.003, save_steps: 1000, logging_steps: 1}}
@@ -93,6 +93,33 @@ def test_rerunning_a_finished_run_changes_nothing(reference_run, tmp_path):
     assert "| round-1 |" in proc.stdout
 
 
+def test_cli_eval_of_a_run_model_uses_the_world_it_was_trained_in(reference_run, tmp_path):
+    """A model saved by a run remembers its env settings: `trajkit eval --model` alone evaluates
+    it on the run's tasks with the run's prompts, token for token as the run's own evaluation."""
+    run_dir, _ = reference_run
+    card = json.loads((run_dir / "round-1/dpo/model/trajkit_model.json").read_text())
+    assert card["env"]["name"] == "household" and card["env"]["kwargs"]["layout"] == "compact"
+    common = ["--split", "test_seen", "--limit", "3", "--max-new-tokens", "12", "--max-steps", "3"]
+    proc = trajkit("eval", "--model", str(run_dir / "sft/model"), "--out", str(tmp_path / "e"), *common)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ours = [json.loads(x) for x in (tmp_path / "e/test_seen.jsonl").read_text().splitlines()]
+    theirs = [json.loads(x) for x in (run_dir / "eval-sft/test_seen/rollouts.jsonl").read_text().splitlines()]
+    strip = lambda recs: {r["task_id"]: [(t["text"], t.get("token_ids")) for t in r["turns"]] for r in recs}  # noqa: E731
+    assert strip(ours) == strip(theirs)
+    # Settings given on the command line win over the card's.
+    proc = trajkit(
+        "eval", "--model", str(run_dir / "sft/model"), "--out", str(tmp_path / "s"), *common,
+        "--env-arg", "layout=standard",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    other = [json.loads(x) for x in (tmp_path / "s/test_seen.jsonl").read_text().splitlines()]
+    assert not set(strip(other)) & set(strip(ours)), "a standard-layout task is another task"
+    proc = trajkit(
+        "eval", "--model", str(run_dir / "sft/model"), "--out", str(tmp_path / "x"), "--env-arg", "oops"
+    )
+    assert proc.returncode == 2 and "key=value" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_changed_config_is_refused(reference_run, tmp_path):
     run_dir, _ = reference_run
     recipe = tmp_path / "changed.yaml"
@@ -152,7 +179,8 @@ def test_kill_and_resume_matches_uninterrupted(reference_run, tmp_path, point):
 
 def test_rollouts_take_the_expert_datas_instruction(tmp_path) -> None:
     from trajkit.data.schema import AGENT, TASK, Trajectory, Turn
-    from trajkit.run import EnvSection, Run, RunConfig
+    from trajkit.pipeline.config import EnvSection, RunConfig
+    from trajkit.pipeline.stages import RunContext
 
     def expert(i: int, first: str) -> Trajectory:
         return Trajectory(f"e{i}", [Turn(TASK, first), Turn(AGENT, "OK"), Turn(TASK, "t"), Turn(AGENT, "a")])
@@ -164,17 +192,18 @@ def test_rollouts_take_the_expert_datas_instruction(tmp_path) -> None:
         "".join(json.dumps(t.to_dict()) + "\n" for t in trajs)
     )
     write([expert(0, "Interact with a household."), expert(1, "Interact with a household.")])
-    assert Run(RunConfig(run_dir=str(tmp_path))).instruction() == "Interact with a household."
+    assert RunContext(RunConfig(run_dir=str(tmp_path))).instruction() == "Interact with a household."
     no = RunConfig(run_dir=str(tmp_path), env=EnvSection(instruction_from="env"))
-    assert Run(no).instruction() is None
+    assert RunContext(no).instruction() is None
     write([expert(0, "one wording"), expert(1, "another wording")])  # ambiguous: the env's own
-    assert Run(RunConfig(run_dir=str(tmp_path))).instruction() is None
+    assert RunContext(RunConfig(run_dir=str(tmp_path))).instruction() is None
 
 
 def test_expert_file_records_are_mapped_to_env_task_ids(tmp_path) -> None:
     from trajkit.data.schema import AGENT, TASK, Trajectory, Turn
     from trajkit.envs.registry import register_env, unregister_env
-    from trajkit.run import EnvSection, ExpertSection, Run, RunConfig
+    from trajkit.pipeline.config import EnvSection, ExpertSection, RunConfig
+    from trajkit.pipeline.stages import RunContext, expert_stage
 
     class GameEnv:
         name, version = "games", "1"
@@ -198,7 +227,7 @@ def test_expert_file_records_are_mapped_to_env_task_ids(tmp_path) -> None:
             env=EnvSection(name="games-toy"),
             expert=ExpertSection(source="file", paths=[str(tmp_path / "expert.jsonl")], format="trajkit"),
         )
-        path = Run(cfg).expert_stage()
+        path = expert_stage(RunContext(cfg))
     finally:
         unregister_env("games-toy")
     ids = [json.loads(line)["task_id"] for line in path.read_text().splitlines()]

@@ -134,7 +134,7 @@ def test_sft_config_errors_are_one_line(tmp_path):
 
 
 def test_last_good_checkpoint_skips_a_torn_save(tmp_path):
-    from trajkit.train.sft import last_good_checkpoint
+    from trajkit.train.common import last_good_checkpoint
 
     assert last_good_checkpoint(tmp_path / "none") is None
     for step, state in ((2, '{"global_step": 2}'), (4, "")):  # checkpoint-4 was killed mid-save

@@ -248,7 +248,7 @@ def test_shared_aguvis_examples_render_with_images(vlm, shared_data, stage):
 
 def test_stage_samples_from_gui_data(gui_data):
     from trajkit.gui.reasoning import ReasoningMixture
-    from trajkit.train.vlm import grounding_samples, load_gui_trajectories, planning_samples
+    from trajkit.gui.samples import grounding_samples, load_gui_trajectories, planning_samples
 
     plans = load_gui_trajectories([str(gui_data / "planning.jsonl")])
     assert all(Path(p).is_file() for t in plans for p in t.images)  # resolved against the file's folder
@@ -361,9 +361,9 @@ def check_backend(model_dir: Path, gui_data: Path) -> None:
     import torch
 
     from trajkit.gui.prompts import assistant_prefix
+    from trajkit.gui.samples import load_gui_trajectories, planning_samples
     from trajkit.policy.backends import Sampling
     from trajkit.policy.vlm import VisionInputs, load_vlm_sampler
-    from trajkit.train.vlm import load_gui_trajectories, planning_samples
 
     backend, renderer = load_vlm_sampler(str(model_dir))
     samples = planning_samples(load_gui_trajectories([str(gui_data / "planning.jsonl")]), None)

@@ -622,7 +622,7 @@ def test_env_worker_round_trip(env, catalogue, tmp_path, monkeypatch):
 
 
 def test_check_splits_counts_identical_goals(tmp_path, catalogue):
-    from trajkit.run import split_overlap
+    from trajkit.envs.base import split_overlap
 
     # Two instructions of a product too dear for a price bound (>= $980) are the same goal.
     dear = json.loads(json.dumps(PRODUCTS))

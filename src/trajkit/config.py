@@ -65,8 +65,21 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # missing fields; values a dataclass's checks refuse
         raise ConfigError(f"{where}: {err}") from None
+
+
+def check_partial(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """`data` as overrides of some fields of dataclass `cls`: unknown keys and values of the wrong
+    type are refused now, naming `where` and the key; the values come back coerced."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

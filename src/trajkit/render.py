@@ -26,12 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trajkit.data.schema import AGENT, SYSTEM, Trajectory, Turn
-
-RECIPIENT = "<|recipient|>"
-DIFF_MARKER = "<|diff_marker|>"
-IMAGE_PLACEHOLDER = "<image>"
-VISION_START, IMAGE_PAD, VISION_END = "<|vision_start|>", "<|image_pad|>", "<|vision_end|>"
-QWEN_VISION = f"{VISION_START}{IMAGE_PAD}{VISION_END}"
+from trajkit.gui.tokens import (  # re-exported: other modules import these names from here
+    DIFF_MARKER,
+    IM_END,
+    IM_START,
+    IMAGE_PAD,
+    IMAGE_PLACEHOLDER,
+    QWEN_VISION,
+    RECIPIENT,
+    VISION_END,
+    VISION_START,
+)
 
 
 class RenderError(ValueError):
@@ -124,7 +129,7 @@ def _chatml_user(turn: Turn, role: str) -> list[Segment]:
     """A non-agent turn; Qwen2-VL writes each image as a vision span where the text has `<image>`."""
     images = _turn_images(turn)
     if not images:
-        return [Segment(f"<|im_start|>{role}\n{turn.text}<|im_end|>\n", trained=turn.trained)]
+        return [Segment(f"{IM_START}{role}\n{turn.text}{IM_END}\n", trained=turn.trained)]
     text, spans = turn.text, images
     placeholders = text.count(IMAGE_PLACEHOLDER)
     if len(images) > placeholders:
@@ -132,13 +137,13 @@ def _chatml_user(turn: Turn, role: str) -> list[Segment]:
         text = (IMAGE_PLACEHOLDER + "\n") * (len(images) - placeholders) + text
         spans = images[placeholders:] + images[:placeholders]
     parts = text.split(IMAGE_PLACEHOLDER)
-    segs = [Segment(f"<|im_start|>{role}\n{parts[0]}", trained=turn.trained)]
+    segs = [Segment(f"{IM_START}{role}\n{parts[0]}", trained=turn.trained)]
     for i, part in enumerate(parts[1:]):
         # A placeholder with no image left keeps the single-pad span (a text-only rendering).
         image = spans[i] if i < len(spans) else None
         segs.append(Segment(QWEN_VISION, trained=False, image=image))
         segs.append(Segment(part, trained=turn.trained))
-    segs[-1].text += "<|im_end|>\n"
+    segs[-1].text += f"{IM_END}\n"
     return [s for s in segs if s.text]
 
 
@@ -149,13 +154,13 @@ def _chatml(turns: Sequence[Turn]) -> list[Segment]:
         if turn.role != AGENT:
             segs.extend(_chatml_user(turn, role))
             continue
-        end = DIFF_MARKER if turn.end_turn else "<|im_end|>"
+        end = DIFF_MARKER if turn.end_turn else IM_END
         if turn.recipient is not None:
             # The recipient name is the model's choice in self-plan mode, so it is trained.
-            segs.append(Segment(f"<|im_start|>assistant{RECIPIENT}", trained=False))
+            segs.append(Segment(f"{IM_START}assistant{RECIPIENT}", trained=False))
             segs.append(_agent_segment(turn, f"{turn.recipient}\n{turn.text}", end))
         else:
-            segs.append(Segment("<|im_start|>assistant\n", trained=False))
+            segs.append(Segment(f"{IM_START}assistant\n", trained=False))
             segs.append(_agent_segment(turn, turn.text, end))
         segs.append(Segment("\n", trained=False))
     return segs
@@ -164,17 +169,9 @@ def _chatml(turns: Sequence[Turn]) -> list[Segment]:
 CHATML = ChatTemplate(
     "chatml",
     _chatml,
-    "<|im_start|>assistant\n",
-    "<|im_end|>",
-    (
-        "<|im_start|>",
-        "<|im_end|>",
-        RECIPIENT,
-        DIFF_MARKER,
-        "<|vision_start|>",
-        "<|image_pad|>",
-        "<|vision_end|>",
-    ),
+    f"{IM_START}assistant\n",
+    IM_END,
+    (IM_START, IM_END, RECIPIENT, DIFF_MARKER, VISION_START, IMAGE_PAD, VISION_END),
 )
 
 

@@ -122,7 +122,7 @@ def check_splits_command(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of lines of text."),
 ) -> None:
     """Report test tasks that are also training tasks (runs refuse to evaluate on those)."""
-    from trajkit.run import split_overlap
+    from trajkit.envs.base import split_overlap
 
     env = _make(env_name, data_dir)
     try:

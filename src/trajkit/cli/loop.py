@@ -76,33 +76,85 @@ def dpo(
     print(json.dumps({"model": str(run_dpo(recipe))}))
 
 
+ENV_HELP = "Env setting key=value (repeatable), e.g. --env-arg layout=compact."
+
+
+def _rollout_context(
+    model: str, config: str | None, env: str | None, env_args: list[str], template, where: Path
+):
+    """A RunContext for rollouts outside a run, in the world the policy should act in: a recipe's
+    env (`--config`), else `--env`, else the env the model was trained on (its card), else the
+    household world; `--env-arg` settings go on top. The card's instruction is used when the world
+    is the one it was trained in. `where` holds what the rollouts write besides trajectories."""
+    import yaml
+
+    from trajkit.config import ConfigError, apply_overrides, load_yaml
+    from trajkit.pipeline.config import run_config_from_dict
+    from trajkit.pipeline.stages import MODEL_CARD, RunContext
+    from trajkit.policy.vlm import is_vision_model
+
+    card_path = Path(model) / MODEL_CARD
+    trained = (json.loads(card_path.read_text()) if card_path.is_file() else {}).get("env") or {}
+    try:
+        data = load_yaml(config) if config else {}
+        data.pop("run_dir", None)
+        section = data.setdefault("env", {})
+        if not config:
+            section["name"] = env or trained.get("name", "household")
+            if section["name"] == trained.get("name"):
+                section["kwargs"] = dict(trained.get("kwargs") or {})
+        elif env:
+            section["name"] = env
+        for item in env_args:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"--env-arg {item!r}: expected key=value")
+            section.setdefault("kwargs", {})[key] = yaml.safe_load(raw)
+        if template:
+            data = apply_overrides(data, [f"model.template={template}"])
+        if is_vision_model(model) and data.get("gui") is None:
+            data["gui"] = {}
+        cfg = run_config_from_dict({**data, "run_dir": str(where)}, config or "command line")
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    same_world = trained.get("name") == cfg.env.name and (trained.get("kwargs") or {}) == cfg.env.kwargs
+    instruction = trained.get("instruction") if same_world else None
+    return RunContext(cfg, instruction_override=instruction)
+
+
 @app.command()
 def explore(
     model: str = typer.Option(..., "--model"),
     out: str = typer.Option(..., "--out", "-o", help="Rollouts jsonl (appended; resumes)."),
-    env: str = typer.Option("household", "--env"),
+    config: str = typer.Option(None, "--config", "-c", help="Run recipe whose env to use."),
+    env: str = typer.Option(None, "--env", help="Env name (default: the model's own, else household)."),
+    env_args: list[str] = typer.Option(None, "--env-arg", help=ENV_HELP),
     split: str = typer.Option("train", "--split"),
     limit: int = typer.Option(0, "--limit", help="First N tasks (0 = all)."),
     n_samples: int = typer.Option(1, "--n-samples"),
     temperature: float = typer.Option(1.0, "--temperature", help="0 = greedy."),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+    max_steps: int = typer.Option(0, "--max-steps", help="Step budget per episode (0 = the task's own)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     template: str = typer.Option(None, "--template"),
     policy_id: str = typer.Option("policy", "--policy-id"),
+    mode: str = typer.Option(None, "--mode", help="GUI agents: enforced_plan or self_plan."),
 ) -> None:
     """Roll a policy out on an env's tasks; stores exact sampled tokens."""
-    from trajkit.envs.registry import make_env
-    from trajkit.policy.backends import Sampling, load_sampler
-    from trajkit.rollout import RolloutConfig, run_rollouts
+    from trajkit.pipeline.stages import rollouts
+    from trajkit.policy.backends import Sampling
 
-    tasks = make_env(env).tasks(split)
-    tasks = tasks[:limit] if limit else tasks
-    backend, renderer = load_sampler(model, template, batch_size)
-    cfg = RolloutConfig(
-        n_samples, Sampling(temperature, max_new_tokens=max_new_tokens), None, batch_size, policy_id=policy_id
-    )
-    envs = [make_env(env) for _ in range(min(batch_size, len(tasks) * n_samples) or 1)]
-    trajs = run_rollouts(tasks, envs, backend, renderer, out, cfg, lambda m: print(m, file=sys.stderr))
+    ctx = _rollout_context(model, config, env, env_args or [], template, Path(out).parent)
+    try:
+        tasks = ctx.env().tasks(split)
+        tasks = tasks[:limit] if limit else tasks
+        sampling = Sampling(temperature, max_new_tokens=max_new_tokens)
+        trajs = rollouts(
+            ctx, Path(out), model, tasks, sampling, batch_size, n_samples, policy_id, max_steps or None, mode,
+            progress=lambda m: print(m, file=sys.stderr),
+        )  # fmt: skip
+    finally:
+        ctx.close()
     print(json.dumps({"episodes": len(trajs), "success": sum(bool(t.success) for t in trajs)}))
 
 
@@ -110,50 +162,53 @@ def explore(
 def evaluate(
     model: str = typer.Option(..., "--model"),
     out_dir: str = typer.Option(..., "--out", "-o"),
-    env: str = typer.Option("household", "--env"),
+    config: str = typer.Option(None, "--config", "-c", help="Run recipe whose env to use."),
+    env: str = typer.Option(None, "--env", help="Env name (default: the model's own, else household)."),
+    env_args: list[str] = typer.Option(None, "--env-arg", help=ENV_HELP),
     splits: str = typer.Option(
         "test_seen,test_unseen", "--split", "--splits", help="One split or a comma list."
     ),
     limit: int = typer.Option(0, "--limit"),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
+    max_steps: int = typer.Option(0, "--max-steps", help="Step budget per episode (0 = the task's own)."),
     batch_size: int = typer.Option(32, "--batch-size"),
     template: str = typer.Option(None, "--template"),
+    mode: str = typer.Option(None, "--mode", help="GUI agents: enforced_plan or self_plan."),
 ) -> None:
     """Greedy evaluation per split; prints success rates with 95% intervals as JSON."""
-    from trajkit.envs.registry import make_env
     from trajkit.evaluate import summarize
-    from trajkit.policy.backends import Sampling, load_sampler
-    from trajkit.rollout import RolloutConfig, run_rollouts
+    from trajkit.pipeline.stages import rollouts
+    from trajkit.policy.backends import Sampling
 
-    backend, renderer = load_sampler(model, template, batch_size)
-    the_env = make_env(env)
+    ctx = _rollout_context(model, config, env, env_args or [], template, Path(out_dir))
     results = {}
-    for split in _split_list(splits):
-        tasks = the_env.tasks(split)
-        tasks = tasks[:limit] if limit else tasks
-        cfg = RolloutConfig(
-            1, Sampling(0.0, max_new_tokens=max_new_tokens), None, batch_size, policy_id="eval"
-        )
-        envs = [make_env(env) for _ in range(min(batch_size, len(tasks)) or 1)]
-        trajs = run_rollouts(tasks, envs, backend, renderer, Path(out_dir) / f"{split}.jsonl", cfg)
-        results[split] = summarize(trajs)
+    try:
+        for split in _split_list(splits):
+            tasks = ctx.env().tasks(split)
+            tasks = tasks[:limit] if limit else tasks
+            sampling = Sampling(0.0, max_new_tokens=max_new_tokens)
+            out = Path(out_dir) / f"{split}.jsonl"
+            trajs = rollouts(ctx, out, model, tasks, sampling, batch_size, 1, "eval", max_steps or None, mode)
+            results[split] = summarize(trajs)
+    finally:
+        ctx.close()
     (Path(out_dir) / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results))
 
 
 def _execute(cfg, config_text: str) -> None:
     from trajkit.config import ConfigError
-    from trajkit.run import Run
+    from trajkit.pipeline import execute
 
     try:
-        summary = Run(cfg).execute(config_text)
+        summary = execute(cfg, config_text)
     except ConfigError as err:
         raise UsageError(str(err)) from None
     from trajkit.report import render_report
 
     print(render_report({k: v for k, v in summary.items() if k != "gui"}))
     if "gui" in summary:
-        from trajkit.gui.report import plan_mode_table
+        from trajkit.report.gui import plan_mode_table
 
         print(json.dumps({"plan_modes": plan_mode_table(summary)}, indent=1))
     print(f"report: {Path(cfg.run_dir) / 'report.md'}")
@@ -167,7 +222,7 @@ def run(
 ) -> None:
     """SFT → explore → pairs → DPO rounds → evaluate, resumable: re-run to continue after a crash."""
     from trajkit.config import ConfigError
-    from trajkit.run import config_to_yaml, load_run_config
+    from trajkit.pipeline.config import config_to_yaml, load_run_config
 
     try:
         cfg = load_run_config(config, [*(overrides or []), *([f"run_dir={out}"] if out else [])])
@@ -178,27 +233,21 @@ def run(
 
 @app.command()
 def demo(
-    run_dir: str = typer.Option("runs/demo", "--out", "--run-dir", "-o", help="Run folder."),
+    run_dir: str = typer.Option(
+        None, "--out", "--run-dir", "-o", help="Run folder (runs/demo, runs/demo-gui)."
+    ),
     overrides: list[str] = typer.Option(None, "--set", help="key=value on the built-in demo recipe"),
     gui: bool = typer.Option(
         False, "--gui", help="GUI agents: MiniWoB++ with a tiny vision-language policy (needs Chromium)."
     ),
 ) -> None:
-    """The whole ETO method on CPU with a tiny model: the household world, or MiniWoB++ with --gui."""
-    import dataclasses
-
-    from trajkit.config import ConfigError, apply_overrides, from_dict
-    from trajkit.run import RunConfig, check_gui, config_to_yaml, demo_config, gui_demo_config
+    """The whole ETO method on CPU with a tiny model: the household world, or MiniWoB++ with --gui.
+    The recipes are configs/household_eto_tiny.yaml and configs/miniwob_eto_tiny.yaml."""
+    from trajkit.config import ConfigError
+    from trajkit.pipeline.config import config_to_yaml, demo_config
 
     try:
-        if gui:
-            if run_dir == "runs/demo":
-                run_dir = "runs/demo-gui"
-            base = dataclasses.asdict(gui_demo_config(run_dir))
-        else:
-            base = dataclasses.asdict(demo_config(run_dir))
-        cfg = from_dict(RunConfig, apply_overrides(base, overrides or []), where="demo")
-        check_gui(cfg, "demo")
+        cfg = demo_config(run_dir or ("runs/demo-gui" if gui else "runs/demo"), overrides or [], gui=gui)
     except ConfigError as err:
         raise UsageError(str(err)) from None
     _execute(cfg, config_to_yaml(cfg))

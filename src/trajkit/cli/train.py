@@ -160,7 +160,7 @@ def sft(
 ) -> None:
     """Supervised fine-tuning on expert trajectories (resumes from the last checkpoint)."""
     from trajkit.config import ConfigError, apply_overrides, from_dict, load_yaml
-    from trajkit.train.sft import SFTRecipe
+    from trajkit.train.settings import SFTRecipe
 
     try:
         raw = load_yaml(config) if config else {}

@@ -50,6 +50,19 @@ class Env(Protocol):
     def close(self) -> None: ...
 
 
+def task_identity(task: Task) -> str:
+    """What makes two tasks the same episode: the spec (split names aside)."""
+    import json
+
+    return json.dumps(task.spec, sort_keys=True) if task.spec else task.id
+
+
+def split_overlap(env: Env, train_split: str, test_split: str) -> list[str]:
+    """Ids of `test_split` tasks that are also `train_split` tasks (an honest split has none)."""
+    train = {task_identity(t) for t in env.tasks(train_split)}
+    return [t.id for t in env.tasks(test_split) if task_identity(t) in train]
+
+
 ICL_INTRO = "Here is an example."
 ICL_HANDOVER = "Now, it's your turn and here is the task.\n"
 

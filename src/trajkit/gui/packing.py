@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from trajkit.data.schema import AGENT, SYSTEM, TASK, Trajectory, Turn
+from trajkit.gui.tokens import IMAGE_PLACEHOLDER
 
-IMAGE_PLACEHOLDER = "<image>\n"
+# What the first user turn of a sample starts with: the placeholder on a line of its own.
+IMAGE_LINE = f"{IMAGE_PLACEHOLDER}\n"
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,8 @@ def estimate_tokens(text: str) -> int:
 
 def _pair_turns(pair: GroundingPair, first: bool, image: str | list[str] | None) -> list[Turn]:
     prompt = pair.instruction
-    if first and not prompt.startswith(IMAGE_PLACEHOLDER):
-        prompt = IMAGE_PLACEHOLDER + prompt
+    if first and not prompt.startswith(IMAGE_LINE):
+        prompt = IMAGE_LINE + prompt
     return [
         Turn(role=TASK, text=prompt, image=image if first else None),
         Turn(role=AGENT, text=pair.code, recipient="os", end_turn=True),

@@ -20,9 +20,8 @@ from typing import Any
 
 from trajkit.data.schema import SYSTEM, Trajectory, Turn
 from trajkit.gui.actions import Action, ActionParseError, parse_actions
-from trajkit.gui.tokens import DIFF_MARKER, RECIPIENT
+from trajkit.gui.tokens import DIFF_MARKER, IM_END, IM_START, RECIPIENT
 
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 ASSISTANT_START = f"{IM_START}assistant"
 MODES = ("self_plan", "enforced_plan", "grounding", "given_instruction")
 # The system prompt AGUVIS renders grounding samples with when the record carries none.

@@ -1,16 +1,28 @@
-"""The two control tokens of AGUVIS-style GUI agents.
+"""Special tokens of ChatML / Qwen2-VL GUI agents, defined once for the whole package.
 
 `<|recipient|>` follows `<|im_start|>assistant` and names who the turn is for (`all`: the inner
 monologue, `os`: code to execute). `<|diff_marker|>` ends the final turn and is the stop string at
-inference.
+inference. `<image>` marks where a screenshot goes in a turn's text; a Qwen2-VL renderer writes it
+as the vision span `<|vision_start|><|image_pad|>...<|vision_end|>`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+# AGUVIS control tokens.
 RECIPIENT = "<|recipient|>"
 DIFF_MARKER = "<|diff_marker|>"
+# ChatML turn delimiters.
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+# Image placeholder in turn text, and the Qwen2-VL vision span that replaces it.
+IMAGE_PLACEHOLDER = "<image>"
+VISION_START = "<|vision_start|>"
+IMAGE_PAD = "<|image_pad|>"
+VISION_END = "<|vision_end|>"
+QWEN_VISION = f"{VISION_START}{IMAGE_PAD}{VISION_END}"
+
 GUI_SPECIAL_TOKENS = (RECIPIENT, DIFF_MARKER)
 
 
@@ -24,15 +36,19 @@ def add_gui_special_tokens(tokenizer: Any, model: Any = None) -> list[int]:
     vocab = tokenizer.get_vocab()
     new = [t for t in GUI_SPECIAL_TOKENS if t not in vocab]
     if new:
-        _add_special(tokenizer, new)
+        add_special_tokens(tokenizer, new)
     ids = tokenizer.convert_tokens_to_ids(list(GUI_SPECIAL_TOKENS))
     if model is not None:
         _init_new_rows(model, len(tokenizer), [tokenizer.convert_tokens_to_ids(t) for t in new])
     return list(ids)
 
 
-def _add_special(tokenizer: Any, tokens: list[str]) -> None:
-    """Register tokens as special, keeping the tokenizer's existing extra special tokens."""
+def add_special_tokens(tokenizer: Any, tokens: list[str]) -> None:
+    """Register `tokens` with `tokenizer` as special tokens that are never split or normalized.
+
+    The tokenizer's existing extra special tokens are kept (transformers replaces them by default),
+    and both the transformers 4 and 5 spellings of that option are handled.
+    """
     import inspect
 
     from tokenizers import AddedToken

@@ -1,4 +1,4 @@
-"""Multi-turn DPO on TRL, counting the agent's own tokens only.
+"""Multi-turn DPO on TRL, counting the agent's own tokens only, for text and vision-language policies.
 
 TRL's DPO treats every token after the shared prompt as completion, so observation turns and role
 headers inside `chosen`/`rejected` would count in each side's log-prob (about half the tokens of a
@@ -8,8 +8,18 @@ few TRL internals (`_prepare_dataset`, the collator, the signature columns): TRL
 set-up and `tests/test_dpo.py` checks the spans and a hand-computed log-prob, so an upgrade that
 changes them fails loudly.
 
+Vision-language policies (GUI agents) take the same trainer. TRL's own vision path re-renders
+conversations with the processor's chat template (bypassing our renderer and masks) and refuses
+precomputed reference log-probs, so the pairs are rendered here instead and reach TRL as a plain
+token dataset with image columns it does not recognise as "vision"; `VisionPreferenceCollator`
+lays the rows out as TRL does (chosen rows, then rejected rows) through `train.vlm.VLMCollator`,
+which adds `pixel_values`, `image_grid_thw` and `mm_token_type_ids`. TRL forwards every batch key
+but the mask and reference log-probs to the model, so its loss, grad accumulation, scheduler, LoRA
+and checkpoints apply unchanged. The vision tower stays frozen, as in AGUVIS SFT.
+
 Reference log-probs are computed once per round, before training, by TRL's precompute pass (which
-goes through our collator, so it is masked the same way) and cached next to the round's data.
+goes through our collator, so it is masked the same way) and cached next to the round's data; a
+killed round resumes from its last complete checkpoint.
 """
 
 from __future__ import annotations
@@ -17,42 +27,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from trajkit.data.schema import Turn
-from trajkit.policy.models import LoraSpec
+from trajkit.train.common import (
+    ThroughputCallback,
+    last_good_checkpoint,
+    load_renamed_checkpoint,
+    save_trained_model,
+    trainer_args,
+    write_train_log,
+)
+from trajkit.train.settings import DPORecipe, DPOSettings
 
+__all__ = ["DPORecipe", "DPOSettings", "build_pair_dataset", "dpo_trainer", "load_pairs", "run_dpo"]
 
-@dataclass
-class DPORecipe:
-    """Everything `trajkit dpo` needs. Every key can be set in YAML or with `--set key=value`."""
-
-    model: str  # the policy at the start of the round
-    pairs: list[str]  # pair files written by `trajkit pairs`
-    output_dir: str
-    ref_model: str | None = None  # None: the starting policy itself (ETO); or e.g. the SFT model
-    template: str | None = None
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    nll_weight: float = 0.0  # > 0 adds an NLL term on the chosen side's agent tokens
-    epochs: float = 3.0
-    max_steps: int = -1
-    learning_rate: float = 1e-6
-    lr_scheduler: str = "cosine"
-    warmup: float = 0.1
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 4096
-    lora: LoraSpec | None = None
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int = 1
-    seed: int = 0
-    dtype: str = "auto"
-    resume: bool = True
-    extra_args: dict[str, Any] = field(default_factory=dict)
+# Columns the trainer must keep although no model signature names them.
+EXTRA_COLUMNS = ("chosen_mask", "rejected_mask", "chosen_images", "rejected_images", "pair_id")
 
 
 def turns_from_dicts(items: list[dict[str, Any]]) -> list[Turn]:
@@ -134,9 +127,13 @@ def masked_trainer_classes():
 
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
-            for col in ("chosen_mask", "rejected_mask"):
+            for col in EXTRA_COLUMNS:
                 if col not in self._signature_columns:
                     self._signature_columns.append(col)
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            if not load_renamed_checkpoint(self, resume_from_checkpoint, model):
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     return MaskedPreferenceCollator, MaskedDPOTrainer
 
@@ -157,78 +154,6 @@ def load_pairs(paths: list[str]) -> list[dict[str, Any]]:
                         raise ValueError(f"{path}:{lineno}:{key}: expected a list of turns")
                 pairs.append(pair)
     return pairs
-
-
-def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Path:
-    """Train on the pairs and save the new policy to `{output_dir}/model`; returns that folder."""
-    from datasets import load_from_disk
-    from trl import DPOConfig
-
-    from trajkit.policy.models import ModelSpec, load_policy
-    from trajkit.policy.vlm import is_vision_model
-    from trajkit.render import Renderer
-    from trajkit.train.sft import (
-        ThroughputCallback,
-        last_good_checkpoint,
-        save_trained_model,
-        trainer_args,
-    )
-
-    if is_vision_model(recipe.model):
-        return run_vlm_dpo(recipe, pairs)
-    out_dir = Path(recipe.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, template = load_policy(
-        ModelSpec(recipe.model, recipe.template, recipe.dtype, recipe.lora)
-    )
-    pairs = load_pairs(recipe.pairs) if pairs is None else pairs
-    if not pairs:
-        raise ValueError(f"no pairs to train on in {recipe.pairs}")
-
-    # Saved to disk so TRL's reference log-prob pass caches its result beside it (once per round).
-    data_dir = out_dir / "pairs_dataset"
-    if not (data_dir / "dataset_info.json").is_file():
-        dataset = build_pair_dataset(pairs, Renderer(tokenizer, template), recipe.max_length)
-        tmp = out_dir / ".pairs_dataset.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        dataset.save_to_disk(str(tmp))
-        os.replace(tmp, data_dir)
-    dataset = load_from_disk(str(data_dir))
-
-    ref_model = None
-    if recipe.ref_model and recipe.ref_model != recipe.model:
-        ref_model, _, _ = load_policy(ModelSpec(recipe.ref_model, template, recipe.dtype), trainable=False)
-    elif recipe.lora is None:
-        # TRL cannot rebuild a reference from a model object; give it a frozen copy of the start policy.
-        ref_model, _, _ = load_policy(ModelSpec(recipe.model, template, recipe.dtype), trainable=False)
-
-    loss_types = [recipe.loss_type] + (["sft"] if recipe.nll_weight > 0 else [])
-    loss_weights = [1.0] + ([recipe.nll_weight] if recipe.nll_weight > 0 else [])
-    args = DPOConfig(
-        **trainer_args(recipe, out_dir),
-        beta=recipe.beta,
-        loss_type=loss_types,
-        loss_weights=loss_weights,
-        precompute_ref_log_probs=True,
-    )
-    collator_cls, trainer_cls = masked_trainer_classes()
-    trainer = trainer_cls(
-        model=model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        data_collator=collator_cls(pad_token_id=tokenizer.pad_token_id, max_length=recipe.max_length),
-        callbacks=[ThroughputCallback()],
-    )
-    last = last_good_checkpoint(args.output_dir) if recipe.resume else None
-    trainer.train(resume_from_checkpoint=last)
-
-    final = save_trained_model(trainer, tokenizer, template, recipe.model, out_dir)
-    (out_dir / "train_log.json").write_text(
-        json.dumps({"log_history": trainer.state.log_history}, indent=2) + "\n"
-    )
-    return final
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,143 +187,158 @@ def tokenize_vlm_pair(pair: dict[str, Any], renderer, max_length: int) -> list[d
     return rows
 
 
-def sequence_logps(model, batch: dict[str, Any]):
-    """Sum of log-probs of the labelled (agent) tokens of each row."""
-    import torch
+def vlm_pair_row(pair: dict[str, Any], renderer, max_length: int) -> dict[str, Any]:
+    """One GUI pair in the layout of `tokenize_pair` (shared `prompt_ids`, per-side ids and agent
+    masks) plus each side's images in span order, for `VisionPreferenceCollator`."""
+    chosen, rejected = tokenize_vlm_pair(pair, renderer, max_length)
+    ids_c, ids_r = chosen["input_ids"], rejected["input_ids"]
+    mask_c, mask_r = chosen["assistant_masks"], rejected["assistant_masks"]
+    n = 0
+    while n < min(len(ids_c), len(ids_r)) and ids_c[n] == ids_r[n] and not mask_c[n] and not mask_r[n]:
+        n += 1
+    row: dict[str, Any] = {"pair_id": str(pair.get("task_id", "?")), "prompt_ids": ids_c[:n]}
+    for side, rendered in (("chosen", chosen), ("rejected", rejected)):
+        if not any(rendered["assistant_masks"]):
+            raise ValueError(f"pair {pair.get('task_id')!r}: {side} has no agent tokens to score")
+        row[f"{side}_ids"] = rendered["input_ids"][n:]
+        row[f"{side}_mask"] = rendered["assistant_masks"][n:]
+        row[f"{side}_images"] = rendered["image_paths"]
+    return row
 
-    labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, use_cache=False).logits[:, :-1, :].float()
-    target = labels[:, 1:]
-    keep = target != -100
-    logp = torch.log_softmax(logits, dim=-1)
-    picked = torch.gather(logp, 2, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * keep).sum(-1), keep.sum(-1)
+
+def build_vlm_pair_dataset(pairs: list[dict[str, Any]], renderer, max_length: int):
+    from datasets import Dataset
+
+    return Dataset.from_list([vlm_pair_row(p, renderer, max_length) for p in pairs])
 
 
-def run_vlm_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Path:
-    """Masked DPO of a Qwen2-VL-family policy; saves `{output_dir}/model`.
+class VisionPreferenceCollator:
+    """Rows of `build_vlm_pair_dataset` as TRL's preference batch: chosen rows then rejected rows,
+    `completion_mask` = the agent tokens, and the vision inputs of both sides' images in that
+    order (so image features line up with the `<|image_pad|>` runs of the stacked rows)."""
 
-    A small torch loop rather than TRL's trainer: TRL's vision path re-renders conversations with
-    the processor's chat template, which would bypass our renderer and its masks. Each pair is two
-    rows (chosen, rejected) of `VLMCollator` batches, so pixel values and grids come for both
-    sides; the sequence log-prob sums agent tokens only. The reference (the starting policy, or
-    `ref_model`) is scored once before training. The vision tower stays frozen, as in AGUVIS SFT.
-    Resuming is per stage (a killed round retrains from its start).
-    """
-    import math
-    import random
+    def __init__(self, collator: Any):
+        self.collator = collator  # train.vlm.VLMCollator
 
-    import torch
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
 
-    from trajkit.policy.vlm import VisionInputs, freeze_vision, load_vlm
-    from trajkit.train.vlm import VLMCollator
+        rows = [
+            {
+                "id": f"{e['pair_id']}:{side}",
+                "input_ids": list(e["prompt_ids"]) + list(e[f"{side}_ids"]),
+                "assistant_masks": [0] * len(e["prompt_ids"]) + list(e[f"{side}_mask"]),
+                "image_paths": list(e[f"{side}_images"]),
+            }
+            for side in ("chosen", "rejected")
+            for e in examples
+        ]
+        batch = self.collator(rows)
+        batch["completion_mask"] = (batch.pop("labels") != -100).long()
+        for key in ("ref_chosen_logps", "ref_rejected_logps"):
+            if key in examples[0]:
+                batch[key] = torch.tensor([e[key] for e in examples])
+        return batch
 
-    if recipe.lora is not None:
-        raise ValueError("LoRA is not supported for vision-language DPO yet; train the full model")
+
+def _saved_dataset(out_dir: Path, build: Callable[[], Any]):
+    """The round's pair dataset, built once and kept on disk: TRL's reference log-prob pass caches
+    its result beside it (keyed by the dataset and the reference), so a resumed round reuses it."""
+    from datasets import load_from_disk
+
+    data_dir = out_dir / "pairs_dataset"
+    if not (data_dir / "dataset_info.json").is_file():
+        tmp = out_dir / ".pairs_dataset.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        build().save_to_disk(str(tmp))
+        os.replace(tmp, data_dir)
+    return load_from_disk(str(data_dir))
+
+
+def dpo_trainer(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None):
+    """(trainer, what to save beside the weights, template): the masked DPO trainer of the recipe,
+    reference log-probs already computed. Text policies and Qwen2-VL-family policies alike."""
+    from trl import DPOConfig
+
+    from trajkit.policy.models import ModelSpec, load_policy
+    from trajkit.policy.vlm import is_vision_model
+    from trajkit.render import Renderer
+
+    vision = is_vision_model(recipe.model)
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if vision:
+        from trajkit.policy.vlm import load_vlm
+        from trajkit.train.vlm import load_trainable_vlm, vlm_collator
+
+        vlm, model, _ = load_trainable_vlm(
+            recipe.model, dtype=recipe.dtype, template=recipe.template, lora=recipe.lora, freeze=True
+        )
+        tokenizer, template, saver = vlm.tokenizer, vlm.template, vlm
+    else:
+        model, tokenizer, template = load_policy(
+            ModelSpec(recipe.model, recipe.template, recipe.dtype, recipe.lora)
+        )
+        saver = tokenizer
     pairs = load_pairs(recipe.pairs) if pairs is None else pairs
     if not pairs:
         raise ValueError(f"no pairs to train on in {recipe.pairs}")
-    torch.manual_seed(recipe.seed)
-    vlm = load_vlm(recipe.model, dtype=recipe.dtype, template=recipe.template)
-    renderer = vlm.renderer()
-    rows = [tokenize_vlm_pair(p, renderer, recipe.max_length) for p in pairs]
-    collate = VLMCollator(
-        VisionInputs(vlm.image_processor), vlm.tokenizer.pad_token_id, vlm.model.config.image_token_id
-    )
-    device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    def batches(order: list[int]):
-        for i in range(0, len(order), recipe.batch_size):
-            idx = order[i : i + recipe.batch_size]
-            batch = collate([rows[j][0] for j in idx] + [rows[j][1] for j in idx])
-            yield idx, {k: v.to(device) for k, v in batch.items()}
-
-    # Reference log-probs, once per round.
-    ref = vlm.model if not recipe.ref_model or recipe.ref_model == recipe.model else None
-    if ref is None:
-        ref = load_vlm(recipe.ref_model, dtype=recipe.dtype, template=recipe.template).model
-    ref.to(device).eval()
-    ref_logps = torch.zeros(len(rows), 2)
-    with torch.no_grad():
-        for idx, batch in batches(list(range(len(rows)))):
-            lp, _ = sequence_logps(ref, batch)
-            n = len(idx)
-            ref_logps[idx, 0], ref_logps[idx, 1] = lp[:n].cpu(), lp[n:].cpu()
-    if ref is not vlm.model:
-        del ref
-
-    model = vlm.model.to(device)
-    freeze_vision(model)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.0)
-    per_epoch = math.ceil(len(rows) / recipe.batch_size)
-    total = recipe.max_steps if recipe.max_steps > 0 else max(1, math.ceil(per_epoch * recipe.epochs))
-    warm = int(recipe.warmup * total) if recipe.warmup < 1 else int(recipe.warmup)
-
-    def lr_at(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        if recipe.lr_scheduler == "constant":
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    rng = random.Random(recipe.seed)
-    log: list[dict[str, Any]] = []
-    step = 0
-    while step < total:
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        for idx, batch in batches(order):
-            if step >= total:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.learning_rate * lr_at(step)
-            lp, ntok = sequence_logps(model, batch)
-            n = len(idx)
-            ref_c, ref_r = ref_logps[idx, 0].to(device), ref_logps[idx, 1].to(device)
-            margin = (lp[:n] - ref_c) - (lp[n:] - ref_r)
-            if recipe.loss_type == "ipo":
-                losses = (margin - 1 / (2 * recipe.beta)) ** 2
-            elif recipe.loss_type == "sigmoid":
-                losses = -torch.nn.functional.logsigmoid(recipe.beta * margin)
-            else:
-                raise ValueError(
-                    f"vision-language DPO supports loss_type sigmoid or ipo, not {recipe.loss_type!r}"
-                )
-            loss = losses.mean()
-            if recipe.nll_weight > 0:
-                loss = loss + recipe.nll_weight * (-(lp[:n] / ntok[:n].clamp(min=1))).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            step += 1
-            log.append(
-                {
-                    "step": step,
-                    "loss": float(loss.detach()),
-                    "rewards/margins": float(recipe.beta * margin.detach().mean()),
-                    "rewards/accuracies": float((margin.detach() > 0).float().mean()),
-                    "learning_rate": optimizer.param_groups[0]["lr"],
-                }
+    ref_model = None
+    if vision:
+        dataset = _saved_dataset(
+            out_dir, lambda: build_vlm_pair_dataset(pairs, vlm.renderer(), recipe.max_length)
+        )
+        if recipe.ref_model and recipe.ref_model != recipe.model:
+            ref_model = load_vlm(recipe.ref_model, dtype=recipe.dtype, template=template).model
+        # Otherwise TRL scores the reference with the starting policy itself (LoRA: adapters off)
+        # in its precompute pass, before any step; no second copy is held.
+        collator = VisionPreferenceCollator(vlm_collator(vlm))
+    else:
+        dataset = _saved_dataset(
+            out_dir, lambda: build_pair_dataset(pairs, Renderer(tokenizer, template), recipe.max_length)
+        )
+        if recipe.ref_model and recipe.ref_model != recipe.model:
+            ref_model, _, _ = load_policy(
+                ModelSpec(recipe.ref_model, template, recipe.dtype), trainable=False
             )
+        elif recipe.lora is None:
+            # A frozen copy of the start policy as the reference (kept so text runs stay as they were).
+            ref_model, _, _ = load_policy(ModelSpec(recipe.model, template, recipe.dtype), trainable=False)
 
-    final = out_dir / "model"
-    tmp = out_dir / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    vlm.save_pretrained(tmp)
-    card = Path(recipe.model) / "trajkit_model.json"
-    meta = json.loads(card.read_text()) if card.is_file() else {}
-    meta["template"] = vlm.template
-    (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    (out_dir / "train_log.json").write_text(
-        json.dumps({"log_history": log, "pairs": len(rows)}, indent=2) + "\n"
+    loss_types = [recipe.loss_type] + (["sft"] if recipe.nll_weight > 0 else [])
+    loss_weights = [1.0] + ([recipe.nll_weight] if recipe.nll_weight > 0 else [])
+    args = DPOConfig(
+        **trainer_args(recipe, out_dir),
+        beta=recipe.beta,
+        loss_type=loss_types,
+        loss_weights=loss_weights,
+        precompute_ref_log_probs=True,
     )
+    collator_cls, trainer_cls = masked_trainer_classes()
+    if not vision:
+        collator = collator_cls(pad_token_id=tokenizer.pad_token_id, max_length=recipe.max_length)
+    trainer = trainer_cls(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=collator,
+        callbacks=[ThroughputCallback()],
+    )
+    return trainer, saver, template
+
+
+def run_dpo(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None) -> Path:
+    """Train on the pairs and save the new policy to `{output_dir}/model`; returns that folder.
+
+    Resumes from the last complete checkpoint of `output_dir` when `recipe.resume` is on."""
+    trainer, saver, template = dpo_trainer(recipe, pairs)
+    last = last_good_checkpoint(trainer.args.output_dir) if recipe.resume else None
+    trainer.train(resume_from_checkpoint=last)
+
+    out_dir = Path(recipe.output_dir)
+    final = save_trained_model(trainer, saver, template, recipe.model, out_dir)
+    write_train_log(out_dir, trainer, pairs=len(trainer.train_dataset))
     return final

@@ -27,8 +27,7 @@ from trajkit.data.formats._common import (
     resolve_image,
 )
 from trajkit.data.schema import AGENT, OBSERVATION, SYSTEM, TASK, Trajectory
-
-IMAGE_PLACEHOLDER = "<image>"
+from trajkit.gui.tokens import IMAGE_PLACEHOLDER
 
 
 def image_turn_index(texts: list[str], is_human: list[bool]) -> int | None:

@@ -6,17 +6,17 @@ task: `reset` ends the running episode, seeds the page's `Math.random`, lifts th
 timer and starts the task. `step` parses the action text with `trajkit.gui.actions` (nothing the
 model writes is executed) and sends it as mouse and keyboard events; the reward is the task's raw
 reward (`WOB_RAW_REWARD_GLOBAL`, not time-discounted).
+
+The task lists live in `tasks.py`, the action dispatch to the page in `actions.py` and the
+element text of observations in `elements.py`.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
-import re
 import shutil
 import tempfile
-import time
 import uuid
 import weakref
 from collections.abc import Sequence
@@ -24,43 +24,36 @@ from pathlib import Path
 from typing import Any
 
 from trajkit.envs.base import Observation, StepResult, Task
-from trajkit.envs.browser import BrowserError, Chromium, find_chromium
+from trajkit.envs.browser import BrowserError, Chromium
 from trajkit.envs.miniwob import page as js
-
-SPLITS = ("train", "test")
-DEFAULT_N_TRAIN = 100  # seeds per task
-DEFAULT_N_TEST = 50
-# Test seeds start here, so no test episode shares a seed with a training one.
-TEST_SEED_OFFSET = 1_000_000
-DEFAULT_MAX_STEPS = 15
-# Longest wait an agent may ask for (mobile.wait).
-MAX_WAIT_S = 5.0
-# Mouse moves a drag is made of (jQuery UI starts a drag only after the pointer has moved).
-DRAG_STEPS = 8
-
-# Tasks the scripted oracle solves (the default task list: expert data exists for all of them).
-ORACLE_TASKS = (
-    "click-test",
-    "click-test-2",
-    "click-button",
-    "click-checkboxes",
-    "click-option",
-    "click-link",
-    "click-tab",
-    "click-dialog",
-    "click-collapsible",
-    "click-widget",
-    "enter-text",
-    "enter-text-2",
-    "enter-password",
-    "focus-text",
-    "focus-text-2",
-    "login-user",
-    "choose-list",
-    "scroll-text-2",
-    "drag-box",
-    "copy-paste",
+from trajkit.envs.miniwob.actions import PageActions
+from trajkit.envs.miniwob.elements import format_elements
+from trajkit.envs.miniwob.tasks import (
+    DEFAULT_N_TEST,
+    DEFAULT_N_TRAIN,
+    ORACLE_TASKS,
+    SPLITS,
+    TEST_SEED_OFFSET,
+    _miniwob_dist,
+    availability,
+    task_names,
 )
+
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "DEFAULT_N_TEST",
+    "DEFAULT_N_TRAIN",
+    "INSTRUCTION",
+    "ORACLE_TASKS",
+    "SPLITS",
+    "TEST_SEED_OFFSET",
+    "MiniWoBEnv",
+    "availability",
+    "format_elements",
+    "task_names",
+]
+
+DEFAULT_MAX_STEPS = 15
 
 INSTRUCTION = """\
 You are a GUI agent working on a small web page. Each observation is a screenshot of the task \
@@ -85,107 +78,8 @@ format:
 Thought: <your reasoning>
 Action: <pyautogui code>"""
 
-# pyautogui key names -> the names playwright's keyboard uses.
-_KEY_NAMES = {
-    "enter": "Enter",
-    "return": "Enter",
-    "tab": "Tab",
-    "space": "Space",
-    "backspace": "Backspace",
-    "delete": "Delete",
-    "del": "Delete",
-    "esc": "Escape",
-    "escape": "Escape",
-    "up": "ArrowUp",
-    "down": "ArrowDown",
-    "left": "ArrowLeft",
-    "right": "ArrowRight",
-    "home": "Home",
-    "end": "End",
-    "pageup": "PageUp",
-    "pagedown": "PageDown",
-    "pgup": "PageUp",
-    "pgdn": "PageDown",
-    "insert": "Insert",
-    "capslock": "CapsLock",
-    "ctrl": "Control",
-    "ctrlleft": "Control",
-    "ctrlright": "Control",
-    "control": "Control",
-    "shift": "Shift",
-    "shiftleft": "Shift",
-    "shiftright": "Shift",
-    "alt": "Alt",
-    "altleft": "Alt",
-    "altright": "Alt",
-    "option": "Alt",
-    "cmd": "Meta",
-    "command": "Meta",
-    "win": "Meta",
-    "winleft": "Meta",
-    "winright": "Meta",
-    "super": "Meta",
-    "meta": "Meta",
-    **{f"f{i}": f"F{i}" for i in range(1, 13)},
-}
-_SUPPORTED = frozenset(
-    {
-        "click",
-        "double_click",
-        "right_click",
-        "triple_click",
-        "move",
-        "drag",
-        "write",
-        "press",
-        "hotkey",
-        "scroll",
-        "hscroll",
-        "wait",
-        "select_option",
-        "answer",
-        "terminate",
-    }
-)
 
-
-def _miniwob_dist() -> tuple[str | None, str | None]:
-    """(installed version, folder of the package's html) without importing the package."""
-    try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            ver: str | None = version("miniwob")
-        except PackageNotFoundError:
-            ver = None
-        spec = importlib.util.find_spec("miniwob")
-    except (ImportError, ValueError):
-        return None, None
-    if spec is None or not spec.submodule_search_locations:
-        return ver, None
-    html = Path(list(spec.submodule_search_locations)[0]) / "html"
-    return ver, str(html) if html.is_dir() else None
-
-
-def availability() -> str | None:
-    """None when MiniWoB++ can run here, else what is missing."""
-    ver, html = _miniwob_dist()
-    if ver is None or html is None:
-        return "package 'miniwob' not installed (pip install 'trajkit[miniwob]')"
-    if importlib.util.find_spec("playwright") is None:
-        return "package 'playwright' not installed (pip install 'trajkit[miniwob]')"
-    if find_chromium() is None:
-        return "no Chromium binary (apt-get install chromium, or set CHROMIUM_PATH)"
-    return None
-
-
-def task_names(html_dir: str | os.PathLike[str]) -> list[str]:
-    """Every task page of a MiniWoB++ html folder (its `miniwob/*.html`)."""
-    folder = Path(html_dir) / "miniwob"
-    return sorted(p.stem for p in folder.glob("*.html")) if folder.is_dir() else []
-
-
-class MiniWoBEnv:
+class MiniWoBEnv(PageActions):
     """MiniWoB++ in Chromium. Task ids are "<task_name>/<seed>".
 
     tasks: task names (default: `ORACLE_TASKS`, the ones with expert data), or "all" for every
@@ -476,106 +370,6 @@ class MiniWoBEnv:
             {"won": False, "raw_reward": 0.0, "valid": False, "error": message},
         )
 
-    @staticmethod
-    def _check_supported(action: Any) -> None:
-        from trajkit.gui.actions import ActionParseError
-
-        if action.type not in _SUPPORTED:
-            raise ActionParseError(f"{action.type} is not available in a web page")
-        for key in getattr(action, "keys", None) or ():
-            _key_name(key)
-
-    # ---- doing ---------------------------------------------------------------------------------
-
-    def _px(self, x: float, y: float) -> tuple[float, float]:
-        return x * js.AREA_W, y * js.AREA_H
-
-    def _perform(self, page: Any, actions: list[Any]) -> tuple[dict[str, Any], bool]:
-        """Run the actions in order; stop early when the task ends (the rest would hit the cover)."""
-        state: dict[str, Any] = {"done": False, "raw_reward": 0.0, "reason": None}
-        for action in actions:
-            if action.type in ("terminate", "answer"):
-                return dict(page.evaluate(js.STATE_JS)), True
-            self._do(page, action)
-            state = dict(page.evaluate(js.STATE_JS))
-            if state["done"]:
-                break
-        return state, False
-
-    def _point(self, page: Any, action: Any) -> tuple[float, float]:
-        if getattr(action, "x", None) is None:
-            return self._mouse
-        return self._px(action.x, action.y)
-
-    def _do(self, page: Any, action: Any) -> None:
-        mouse, keyboard = page.mouse, page.keyboard
-        kind = action.type
-        if kind in ("click", "double_click", "right_click", "triple_click", "move"):
-            x, y = self._point(page, action)
-            self._mouse = (x, y)
-            if kind == "click":
-                mouse.click(x, y)
-            elif kind == "double_click":
-                mouse.dblclick(x, y)
-            elif kind == "right_click":
-                mouse.click(x, y, button="right")
-            elif kind == "triple_click":
-                mouse.click(x, y, click_count=3)
-            else:
-                mouse.move(x, y)
-        elif kind == "drag":
-            x, y = self._point(page, action)
-            to = self._px(action.to_x, action.to_y)
-            mouse.move(x, y)
-            mouse.down()
-            self._mouse_down = True
-            mouse.move(to[0], to[1], steps=DRAG_STEPS)
-            mouse.up()
-            self._mouse_down = False
-            self._mouse = to
-        elif kind == "write":
-            keyboard.type(action.text)
-        elif kind == "press":
-            for key in action.keys:
-                keyboard.press(_key_name(key))
-        elif kind == "hotkey":
-            names = [_key_name(k) for k in action.keys]
-            for name in names:
-                keyboard.down(name)
-            for name in reversed(names):
-                keyboard.up(name)
-        elif kind in ("scroll", "hscroll"):
-            if action.x is not None:
-                self._mouse = self._px(action.x, action.y)
-                mouse.move(*self._mouse)
-            if kind == "scroll":  # positive scrolls up, as in pyautogui
-                mouse.wheel(0, -action.amount * js.AREA_H)
-            else:
-                mouse.wheel(action.amount * js.AREA_W, 0)
-            page.evaluate(js.SETTLE_FRAMES_JS)
-        elif kind == "wait":
-            time.sleep(min(MAX_WAIT_S, 1.0 if action.seconds is None else action.seconds))
-        elif kind == "select_option":
-            self._select_option(page, action)
-        else:  # filtered out before
-            raise ValueError(f"unsupported action {kind}")
-
-    def _select_option(self, page: Any, action: Any) -> None:
-        from trajkit.gui.actions import ActionParseError
-
-        x, y = self._px(action.x, action.y)
-        handle = page.evaluate_handle(
-            "([x, y]) => { const e = document.elementFromPoint(x, y); return e && e.closest('select'); }",
-            [x, y],
-        )
-        element = handle.as_element()
-        if element is None:
-            raise ActionParseError("select_option: there is no drop-down list at that point")
-        try:
-            element.select_option(label=action.value, timeout=2000)
-        except Exception:
-            raise ActionParseError(f"select_option: the list has no option {action.value!r}") from None
-
     # ---- oracle support --------------------------------------------------------------------------
 
     def elements(self) -> list[dict[str, Any]]:
@@ -608,53 +402,3 @@ class MiniWoBEnv:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _key_name(key: str) -> str:
-    """A pyautogui key name as playwright spells it; single characters pass through."""
-    from trajkit.gui.actions import ActionParseError
-
-    low = key.lower()
-    if low in _KEY_NAMES:
-        return _KEY_NAMES[low]
-    if len(key) == 1 and key.isprintable():
-        return key
-    raise ActionParseError(f"unknown key {key!r}")
-
-
-_SPACES = re.compile(r"\s+")
-
-
-def format_elements(elements: list[dict[str, Any]]) -> str:
-    """The element list as text: one line per element, box as fractions of the task area."""
-    lines = ["Elements (tag, text, box x0 y0 x1 y1 as fractions of the screen):"]
-    for el in elements:
-        text = el.get("text") or ""
-        interactive = el["tag"] in ("input", "textarea", "select", "button", "a", "svg", "canvas")
-        if not text and not interactive:
-            continue
-        x0, y0, x1, y1 = el["box"]
-        box = (
-            max(0.0, x0 / js.AREA_W),
-            max(0.0, y0 / js.AREA_H),
-            min(1.0, x1 / js.AREA_W),
-            min(1.0, y1 / js.AREA_H),
-        )
-        if box[0] >= 1 or box[1] >= 1 or box[2] <= 0 or box[3] <= 0:
-            continue  # outside the screen
-        tag = el["tag"] + (f"[{el['type']}]" if el.get("type") and el["tag"] == "input" else "")
-        parts = [tag]
-        if text:
-            parts.append(repr(_SPACES.sub(" ", text)[:80]))
-        if el.get("value"):
-            parts.append(f"value={el['value'][:80]!r}")
-        if "checked" in el:
-            parts.append("checked" if el["checked"] else "unchecked")
-        if el.get("options"):
-            chosen = el.get("selected", -1)
-            if 0 <= chosen < len(el["options"]):
-                parts.append(f"selected={el['options'][chosen]!r}")
-            parts.append("options=" + "|".join(el["options"][:20]))
-        parts.append("(" + " ".join(f"{v:.3f}" for v in box) + ")")
-        lines.append(" ".join(parts))
-    return "\n".join(lines)

@@ -60,7 +60,7 @@ def _split_files(splits_dir: str | os.PathLike[str] | None) -> dict[str, Path] |
 
 
 class WebShopEnv:
-    """WebShop over a folder of its original data files (see data.py for the files and fields).
+    """WebShop over a folder of its original data files (see files.py for the files and fields).
 
     Task ids are goal indices as strings ("0", "3", ...), the ids of ETO's expert records; a
     task's spec is its goal (target ASIN, instruction, attributes, options, price bound, ...), so

@@ -159,7 +159,7 @@ def render_report(summary: dict[str, Any], images: Sequence[tuple[str, str]] = (
     return "\n".join(lines) + "\n"
 
 
-def _new_figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float) -> Any:
     # Agg canvas on a bare Figure: no pyplot, no global backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -175,7 +175,7 @@ def plot_success(summary: dict[str, Any], path: str | Path) -> Path | None:
     splits = _splits(summary)
     if not splits:
         return None
-    fig = _new_figure(max(5.0, 1.2 * len(stages) + 2), 4)
+    fig = new_figure(max(5.0, 1.2 * len(stages) + 2), 4)
     ax = fig.add_subplot()
     width = 0.08 * (len(splits) - 1)
     for i, split in enumerate(splits):
@@ -217,7 +217,7 @@ def plot_pairs(summary: dict[str, Any], path: str | Path) -> Path | None:
     rounds = _rounds(summary)
     if not rounds:
         return None
-    fig = _new_figure(max(5.0, 1.5 * len(rounds) + 2), 4)
+    fig = new_figure(max(5.0, 1.5 * len(rounds) + 2), 4)
     ax = fig.add_subplot()
     bar = 0.8 / len(PAIR_KEYS)
     top = 0.0

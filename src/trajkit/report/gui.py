@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trajkit.data.schema import AGENT
-from trajkit.report import _new_figure, metrics_table, plot_pairs, plot_success, render_report
+from trajkit.report import metrics_table, new_figure, plot_pairs, plot_success, render_report
 
 PER_TASK_PNG = "per_task.png"
 PLAN_MODES_PNG = "plan_modes.png"
@@ -75,7 +75,7 @@ def _rate(table, stage, mode, split, task=None) -> float | None:
 
 
 def _bars(path: Path, title: str, tasks: list[str], series: list[tuple[str, list[float | None]]]) -> Path:
-    fig = _new_figure(max(6.0, 1.1 * len(tasks) + 2), 4)
+    fig = new_figure(max(6.0, 1.1 * len(tasks) + 2), 4)
     ax = fig.add_subplot()
     width = 0.8 / max(1, len(series))
     for i, (label, values) in enumerate(series):

@@ -1,10 +1,15 @@
-"""Batched lock-step rollouts: many episodes advance together, one generation batch per step.
+"""The rollout engine: batched lock-step episodes, one loop for every kind of agent.
 
-At every step the prompts of all live episodes are rendered (the same renderer as training),
-generated as one batch, and each env is stepped with its episode's action. A finished episode is
-written at once (one JSON line, flushed) and its slot goes to the next pending episode, so a
-killed rollout resumes at the next unfinished episode. An env that crashes or hangs costs that
-episode: it is retried once, then recorded with its error; the run goes on.
+Many episodes advance together. At every env step the agent protocol asks for one or more
+generations (a ReAct agent: one; an AGUVIS agent: a plan then code), each a single batch over the
+live episodes, and then every env is stepped with its episode's action. What differs between
+agents (opening turns, how a prompt is rendered, how sampled ids become a turn, which text the env
+gets, how an observation is written) lives in the protocol (`rollout.react`, `rollout.aguvis`);
+step bookkeeping, env-failure handling, resumable output and cache release live here once.
+
+A finished episode is written at once (one JSON line, flushed) and its slot goes to the next
+pending episode, so a killed rollout resumes at the next unfinished episode. An env that crashes or
+hangs costs that episode: it is retried once, then recorded with its error; the run goes on.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from trajkit.data.schema import AGENT, Trajectory, Turn
-from trajkit.envs.base import Env, Task, episode_prefix, observation_turn, parse_react_action
+from trajkit.data.schema import Trajectory, Turn
+from trajkit.envs.base import Env, Observation, StepResult, Task
 from trajkit.policy.backends import GenerationBackend, Sampling
 
 
@@ -33,12 +38,6 @@ class RolloutConfig:
     batch_size: int = 32  # live episodes at once (= generation batch)
     max_context: int = 4096  # prompt + new tokens; an episode that would exceed it is ended
     policy_id: str = "policy"
-    # The first user turn; None: the env's own instruction. A run passes the expert data's, so
-    # the prompts a policy is evaluated with are the ones it was trained on.
-    instruction: str | None = None
-    # task -> turns of one worked example episode shown before the task (ETO's evaluation-time
-    # in-context example); None: no example.
-    icl: Callable[[Task], list[Turn]] | None = None
 
 
 class EpisodeError(RuntimeError):
@@ -46,7 +45,9 @@ class EpisodeError(RuntimeError):
 
 
 @dataclass
-class _Live:
+class Episode:
+    """One live episode: its task, sample index, env, turns so far and step outcomes."""
+
     task: Task
     sample: int
     env: Env
@@ -58,12 +59,37 @@ class _Live:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class AgentProtocol(Protocol):
+    """How one kind of agent talks: what opens an episode, what one step's generations are, which
+    text the env gets and how an observation becomes a turn. The engine does everything else."""
+
+    renderer: Any
+    generations_per_step: int  # generations an env step may take (keeps per-step seeds distinct)
+
+    def open(self, ep: Episode, obs: Observation) -> list[Turn]: ...
+
+    def act(self, live: list[Episode], generate: Generate) -> None: ...
+
+    def action(self, ep: Episode) -> str: ...
+
+    def observe(self, ep: Episode, result: StepResult) -> Turn: ...
+
+
+class Generate(Protocol):
+    def __call__(
+        self, episodes: list[Episode], prompts: list[tuple[list[int], list]], phase: int = 0
+    ) -> list[list[int]]:
+        """Sampled ids for each episode still in `episodes` after the call (episodes whose prompt
+        would overflow the context are ended and removed from the list in place)."""
+        ...
+
+
 def episode_id(policy_id: str, task_id: str, sample: int) -> str:
     return f"{policy_id}/{task_id}/s{sample}"
 
 
 def sample_seed(config: RolloutConfig, task_id: str, sample: int, step: int) -> int:
-    """A seed per (episode, step): sampling does not depend on which episodes share a batch."""
+    """A seed per (episode, generation): sampling does not depend on which episodes share a batch."""
     key = f"{config.sampling.seed or 0}/{config.policy_id}/{task_id}/{sample}/{step}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
@@ -94,7 +120,7 @@ def run_rollouts(
     tasks: Iterable[Task],
     envs: list[Env],
     backend: GenerationBackend,
-    renderer,
+    agent: AgentProtocol,
     out_path: str | Path,
     config: RolloutConfig,
     progress: Callable[[str], None] | None = None,
@@ -102,7 +128,8 @@ def run_rollouts(
     """Roll out every (task, sample) not yet in `out_path`; return all trajectories in the file.
 
     `envs` are ready env instances (in-process, or worker-process proxies); at most `len(envs)`
-    episodes are live at once, capped by `config.batch_size`.
+    episodes are live at once, capped by `config.batch_size`. `agent` is a protocol holding the
+    model's renderer (`rollout.react.ReactAgent`, `rollout.aguvis.AguvisAgent`).
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,18 +142,18 @@ def run_rollouts(
     )
     total = len(pending)
     free_envs = list(envs[: max(1, min(len(envs), config.batch_size))])
-    live: list[_Live] = []
+    live: list[Episode] = []
     finished = 0
     start = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=len(free_envs)) if len(free_envs) > 1 else None
-    stop_text = renderer.template.end_of_turn if renderer.template is not None else None
+    per_step = agent.generations_per_step
 
     def map_envs(fn, items):
         return list(pool.map(fn, items)) if pool is not None else [fn(x) for x in items]
 
     with out_path.open("a", encoding="utf-8") as sink:
 
-        def finish(ep: _Live, error: str | None = None) -> None:
+        def finish(ep: Episode, error: str | None = None) -> None:
             nonlocal finished
             free_envs.append(ep.env)
             if hasattr(backend, "forget"):
@@ -134,7 +161,7 @@ def run_rollouts(
             if error is not None and ep.attempt == 0:
                 pending.appendleft((ep.task, ep.sample, 1))  # retried once
                 return
-            traj = _to_trajectory(ep, config, error)
+            traj = to_trajectory(ep, config, error)
             sink.write(json.dumps(traj.to_dict(), ensure_ascii=False) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
@@ -146,53 +173,52 @@ def run_rollouts(
                     f"{finished}/{total} episodes ({rate:.2f}/s) last={traj.task_id} reward={traj.reward}"
                 )
 
+        def generate(eps: list[Episode], prompts: list[tuple[list[int], list]], phase: int = 0):
+            keep, ids, images = [], [], []
+            for ep, (prompt, imgs) in zip(list(eps), prompts, strict=True):
+                if len(prompt) + config.sampling.max_new_tokens > config.max_context:
+                    ep.info["context_exhausted"] = True
+                    live.remove(ep)
+                    finish(ep)
+                    continue
+                keep.append(ep)
+                ids.append(prompt)
+                images.append(imgs)
+            eps[:] = keep
+            if not keep:
+                return []
+            seeds = [sample_seed(config, ep.task.id, ep.sample, per_step * ep.steps + phase) for ep in keep]
+            keys = [episode_id(config.policy_id, ep.task.id, ep.sample) for ep in keep]
+            extra = {"images": images} if any(images) else {}
+            return backend.generate(ids, config.sampling, seeds, keys=keys, **extra)
+
         while pending or live:
             # Fill free slots with pending episodes (resets run in parallel).
             starting = []
             while pending and free_envs:
                 task, sample, attempt = pending.popleft()
                 starting.append((task, sample, attempt, free_envs.pop()))
-
             for (task, sample, attempt, env), obs, err in map_envs(safe_reset, starting):
-                ep = _Live(task, sample, env, [], attempt)
+                ep = Episode(task, sample, env, [], attempt)
                 if err is not None:
                     finish(ep, err)
                     continue
-                instruction = config.instruction or getattr(env, "instruction", "")
-                icl = config.icl(task) if config.icl is not None else None
-                ep.turns = episode_prefix(instruction, obs.text, icl)
+                ep.turns = agent.open(ep, obs)
                 live.append(ep)
             if not live:
                 continue
 
-            prompts = [renderer.prompt_ids(ep.turns) for ep in live]
-            too_long = [len(p) + config.sampling.max_new_tokens > config.max_context for p in prompts]
-            for ep, over in zip(list(live), too_long, strict=True):
-                if over:
-                    ep.info["context_exhausted"] = True
-                    live.remove(ep)
-                    finish(ep)
-            prompts = [p for p, over in zip(prompts, too_long, strict=True) if not over]
+            agent.act(list(live), generate)
             if not live:
                 continue
-            seeds = [sample_seed(config, ep.task.id, ep.sample, ep.steps) for ep in live]
-            keys = [episode_id(config.policy_id, ep.task.id, ep.sample) for ep in live]
-            completions = backend.generate(prompts, config.sampling, seeds, keys=keys)
 
-            for ep, ids in zip(live, completions, strict=True):
-                text = renderer.tokenizer.decode(ids, skip_special_tokens=False)
-                if stop_text and text.endswith(stop_text):
-                    text = text[: -len(stop_text)]
-                ep.turns.append(Turn(AGENT, text, token_ids=list(ids)))
-
-            results = map_envs(lambda ep: safe_step(ep, parse_react_action(ep.turns[-1].text)), live)
+            results = map_envs(lambda ep: safe_step(ep, agent.action(ep)), live)
             still_live = []
             for ep, (result, err) in zip(live, results, strict=True):
                 if err is not None:
                     finish(ep, err)
                     continue
-                turn = observation_turn(result.observation.text, result.observation.image)
-                if record_step(ep, result, turn, config):
+                if record_step(ep, result, agent.observe(ep, result), config):
                     finish(ep)
                 else:
                     still_live.append(ep)
@@ -202,7 +228,7 @@ def run_rollouts(
     return list(done.values())
 
 
-def record_step(ep: _Live, result, observation: Turn, config: RolloutConfig) -> bool:
+def record_step(ep: Episode, result: StepResult, observation: Turn, config: RolloutConfig) -> bool:
     """Add an env step's outcome to a live episode; True when the episode is over."""
     ep.steps += 1
     ep.rewards.append(float(result.reward))
@@ -220,14 +246,14 @@ def safe_reset(item):
         return item, None, f"reset failed: {type(err).__name__}: {err}"
 
 
-def safe_step(ep: _Live, action: str):
+def safe_step(ep: Episode, action: str):
     try:
         return ep.env.step(action), None
     except Exception as err:
         return None, f"step failed: {type(err).__name__}: {err}"
 
 
-def _to_trajectory(ep: _Live, config: RolloutConfig, error: str | None) -> Trajectory:
+def to_trajectory(ep: Episode, config: RolloutConfig, error: str | None) -> Trajectory:
     reward = ep.rewards[-1] if ep.rewards else 0.0
     env = ep.env
     meta: dict[str, Any] = {

@@ -1,0 +1,244 @@
+"""The run recipe: typed sections, checked when the file is read.
+
+Every section is a dataclass; `load_run_config` refuses an unknown or mistyped key with the file
+and the key before any stage runs, for `trajkit run`, `trajkit demo` and `--set` alike. The SFT
+and DPO sections are the trainers' own settings (`train.sft.SFTSettings`, `train.dpo.DPOSettings`);
+`dpo_later_rounds`, `rft_sft` and the GUI stages' `stage1` / `stage2` are overrides of them,
+checked the same way. The model's template and LoRA and the run's seed are set once, under
+`model:` and `seed:`, for every training stage.
+
+Recipes live as YAML in `configs/`; the demos are `configs/household_eto_tiny.yaml` and
+`configs/miniwob_eto_tiny.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trajkit.config import ConfigError, apply_overrides, check_partial, from_dict, load_yaml
+from trajkit.policy.models import LoraSpec
+from trajkit.train.dpo import DPOSettings
+from trajkit.train.sft import SFTSettings
+
+PLAN_MODES = ("enforced_plan", "self_plan")
+RUN_OWNED = ("template", "lora", "seed")  # set under model: / seed:, for every training stage
+
+
+@dataclass
+class EnvSection:
+    name: str = "household"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    # Run each rollout env in its own process with per-call timeouts (real simulators: a crash or
+    # hang then costs one episode). The built-in household world is safe and fast in-process.
+    workers: bool = False
+    step_timeout: float = 60.0
+    reset_timeout: float = 300.0
+    # Where rollouts take their first user turn from: "expert" (the expert data's, when all its
+    # trajectories share one; training and evaluation prompts then cannot drift) or "env".
+    instruction_from: str = "expert"
+
+
+@dataclass
+class ModelSection:
+    base: str = "tiny"  # "tiny": built from scratch on the expert data; else a folder or hub id
+    tiny_size: str = "s"
+    template: str | None = None
+    lora: LoraSpec | None = None
+
+
+@dataclass
+class ExpertSection:
+    source: str = "oracle"  # "oracle": the env's scripted expert on train tasks; else data paths
+    paths: list[str] = field(default_factory=list)
+    format: str = "auto"
+    limit: int | None = None
+
+
+@dataclass
+class ExploreSection:
+    n_samples: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 96
+    batch_size: int = 32
+    limit: int | None = None  # train tasks explored per round (None: every expert task)
+    max_steps: int | None = None  # None: each task's own step budget
+    max_context: int = 4096
+
+
+@dataclass
+class PairsSection:
+    strategy: str = "trajectory"
+    extra_turns: int = 5
+
+
+@dataclass
+class EvalSection:
+    splits: list[str] = field(default_factory=lambda: ["test_seen", "test_unseen"])
+    limit: int | None = None
+    max_new_tokens: int = 96
+    batch_size: int = 32
+    max_steps: int | None = None  # None: each task's own step budget
+    allow_overlap: bool = False
+    # Show one worked example episode before each test task, as ETO's evaluation does (envs that
+    # provide `icl_turns(task)`); exploration never uses it, so pairs share the expert's prompt.
+    icl: bool = False
+
+
+@dataclass
+class GuiSection:
+    """A GUI-agent run (MiniWoB++ with a vision-language policy): AGUVIS SFT, then ETO.
+
+    `model.base: tiny` builds a tiny Qwen2-VL of `model.tiny_size` (xs, s) from the expert corpus;
+    else a Qwen2-VL-family folder or hub id. The `sft` section holds what both SFT stages share;
+    `stage1` / `stage2` override it for grounding and planning (the vision tower is frozen unless
+    a stage sets `freeze_vision: false`).
+    """
+
+    stage1: dict[str, Any] = field(default_factory=dict)  # SFTSettings overrides, grounding
+    stage2: dict[str, Any] = field(default_factory=dict)  # SFTSettings overrides, planning
+    explore_mode: str = "enforced_plan"  # inference mode of exploration
+    eval_modes: list[str] = field(default_factory=lambda: ["enforced_plan", "self_plan"])
+    max_images: int | None = None  # screenshots kept in a rollout prompt (most recent); None: all
+    envs: int = 4  # browsers side by side (each ~0.5 GiB); the generation batch is at most this
+    report_examples: int = 4  # chosen-vs-rejected screenshots drawn in the report
+
+
+@dataclass
+class RunConfig:
+    run_dir: str
+    seed: int = 0
+    rounds: int = 2
+    env: EnvSection = field(default_factory=EnvSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    expert: ExpertSection = field(default_factory=ExpertSection)
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    explore: ExploreSection = field(default_factory=ExploreSection)
+    pairs: PairsSection = field(default_factory=PairsSection)
+    dpo: DPOSettings = field(default_factory=DPOSettings)  # round 1
+    dpo_later_rounds: dict[str, Any] = field(default_factory=dict)  # DPOSettings overrides from round 2
+    dpo_reference: str = "round_start"  # round_start (ETO) or sft
+    rft: bool = True  # baseline: SFT continued on the SFT policy's own successful explorations
+    rft_sft: dict[str, Any] = field(default_factory=dict)  # SFTSettings overrides for that baseline
+    eval: EvalSection = field(default_factory=EvalSection)
+    gui: GuiSection | None = None  # set: a GUI-agent run (see GuiSection)
+
+    def sft_settings(self, overrides: dict[str, Any] | None = None) -> SFTSettings:
+        return dataclasses.replace(self.sft, **(overrides or {}))
+
+    def dpo_settings(self, round_no: int) -> DPOSettings:
+        return dataclasses.replace(self.dpo, **(self.dpo_later_rounds if round_no > 1 else {}))
+
+
+def check_run_config(cfg: RunConfig, where: str) -> RunConfig:
+    """Checks beyond types, made before any stage runs; returns `cfg` with override sections
+    coerced to their types."""
+    from trajkit.pairs import STRATEGIES
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{where}: {key} {what}")
+
+    need(cfg.dpo_reference in ("round_start", "sft"), "dpo_reference", "must be round_start or sft")
+    need(cfg.env.instruction_from in ("expert", "env"), "env.instruction_from", "must be expert or env")
+    need(cfg.rounds >= 0, "rounds", "must be >= 0")
+    need(cfg.pairs.strategy in STRATEGIES, "pairs.strategy", f"must be one of {', '.join(STRATEGIES)}")
+    need(cfg.pairs.extra_turns >= 0, "pairs.extra_turns", "must be >= 0")
+    for name, sec in (("explore", cfg.explore), ("eval", cfg.eval)):
+        need(sec.batch_size >= 1, f"{name}.batch_size", "must be >= 1")
+        need(sec.max_new_tokens >= 1, f"{name}.max_new_tokens", "must be >= 1")
+        need(sec.limit is None or sec.limit >= 0, f"{name}.limit", "must be >= 0")
+        need(sec.max_steps is None or sec.max_steps >= 1, f"{name}.max_steps", "must be >= 1")
+    need(cfg.explore.n_samples >= 1, "explore.n_samples", "must be >= 1")
+    need(cfg.explore.temperature >= 0, "explore.temperature", "must be >= 0")
+    need(0 < cfg.explore.top_p <= 1, "explore.top_p", "must be in (0, 1]")
+    need(cfg.explore.max_context >= 1, "explore.max_context", "must be >= 1")
+    need(bool(cfg.eval.splits), "eval.splits", "is empty")
+    for section, sub in (("sft", cfg.sft), ("dpo", cfg.dpo)):
+        for key in RUN_OWNED:
+            default = getattr(type(sub)(), key)
+            need(
+                getattr(sub, key) == default,
+                f"{section}.{key}",
+                "is set by the run (model.template, model.lora, seed)",
+            )
+    overrides = [
+        ("dpo_later_rounds", DPOSettings, cfg.dpo_later_rounds),
+        ("rft_sft", SFTSettings, cfg.rft_sft),
+    ]
+    if cfg.gui is not None:
+        overrides += [
+            ("gui.stage1", SFTSettings, cfg.gui.stage1),
+            ("gui.stage2", SFTSettings, cfg.gui.stage2),
+        ]
+    checked = {}
+    for key, cls, data in overrides:
+        values = check_partial(cls, data, f"{where}: {key}")
+        bad = sorted(set(values) & set(RUN_OWNED))
+        need(
+            not bad, f"{key}.{bad[0] if bad else ''}", "is set by the run (model.template, model.lora, seed)"
+        )
+        try:  # the merged settings must pass the trainer's own checks too
+            dataclasses.replace(cls(), **values)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{where}: {key}: {err}") from None
+        checked[key] = values
+    cfg = dataclasses.replace(cfg, dpo_later_rounds=checked["dpo_later_rounds"], rft_sft=checked["rft_sft"])
+    if cfg.gui is not None:
+        gui = cfg.gui
+        for mode in [gui.explore_mode, *gui.eval_modes]:
+            need(mode in PLAN_MODES, "gui mode", f"{mode!r} is not one of {', '.join(PLAN_MODES)}")
+        need(bool(gui.eval_modes), "gui.eval_modes", "is empty")
+        need(gui.envs >= 1, "gui.envs", "must be >= 1")
+        cfg.gui = dataclasses.replace(gui, stage1=checked["gui.stage1"], stage2=checked["gui.stage2"])
+    return cfg
+
+
+def run_config_from_dict(data: dict[str, Any], where: str) -> RunConfig:
+    return check_run_config(from_dict(RunConfig, data, where=where), where)
+
+
+def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """A run recipe from YAML, `--set key=value` overrides applied, every section checked."""
+    data = apply_overrides(load_yaml(path), overrides or [])
+    return run_config_from_dict(data, str(path))
+
+
+def configs_dir() -> Path:
+    """The project's `configs/` folder (recipes ship with the source checkout)."""
+    return Path(__file__).resolve().parents[3] / "configs"
+
+
+DEMO_RECIPES = {"text": "household_eto_tiny.yaml", "gui": "miniwob_eto_tiny.yaml"}
+
+
+def demo_recipe_path(kind: str = "text") -> Path:
+    path = configs_dir() / DEMO_RECIPES[kind]
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: the demo recipe is missing; the demos read configs/ of the source checkout "
+            "(or run `trajkit run --config RECIPE`)"
+        )
+    return path
+
+
+def demo_config(
+    run_dir: str = "runs/demo", overrides: list[str] | None = None, gui: bool = False
+) -> RunConfig:
+    """The built-in demo recipe (`trajkit demo [--gui]`), read from configs/, in `run_dir`."""
+    path = demo_recipe_path("gui" if gui else "text")
+    data = apply_overrides(load_yaml(path), overrides or [])
+    data["run_dir"] = run_dir
+    return run_config_from_dict(data, str(path))
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    import yaml
+
+    data = asdict(cfg)
+    if data.get("gui") is None:
+        data.pop("gui", None)  # text runs: the saved config reads as it always did
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,217 @@
+"""A tiny Qwen2-VL made locally: tests and CPU demos need no download.
+
+`make_tiny_vlm(out_dir)` builds a randomly initialized Qwen2-VL of a few hundred thousand
+parameters, with a byte-level BPE tokenizer trained on the spot and Qwen2-VL's image processor with
+a small pixel budget, and saves them so that `policy.vlm.load_vlm(out_dir)` loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from trajkit.gui.prompts import GUI_SYSTEM_PROMPT
+from trajkit.gui.tokens import DIFF_MARKER, IM_END, add_gui_special_tokens, add_special_tokens
+from trajkit.render import IMAGE_PAD, VISION_END, VISION_START
+
+# Tokens Qwen2-VL's config and processor name besides those every chatml rendering uses.
+QWEN_EXTRA_TOKENS = ("<|endoftext|>", "<|video_pad|>")
+# What the tiny tokenizer learns from when no corpus is given: GUI prompts and action code.
+DEFAULT_CORPUS = (
+    GUI_SYSTEM_PROMPT,
+    "Please generate the next move according to the UI screenshot, instruction and previous actions.",
+    "Instruction: click the button. Previous actions:\nNone",
+    "Observation: The page shows a form.\nThought: I need to press submit.\nAction: Click on 'Submit'.",
+    "pyautogui.click(x=0.4125, y=0.1781)",
+    "pyautogui.write(message='hello world')",
+    "pyautogui.press(keys=['enter'])",
+    "pyautogui.hotkey(keys=['ctrl', 'a'])",
+    "pyautogui.scroll(page=-0.5)",
+    "pyautogui.dragTo(from_coord=[0.1, 0.2], to_coord=[0.7, 0.8])",
+    "answer(answer='42')",
+    "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:'\"()[]{}=_-+*/<>!?",
+)
+
+CHATML_JINJA = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyVLMSize:
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    intermediate_size: int
+    mrope_section: tuple[int, int, int]  # sums to head_dim / 2
+    vision_depth: int
+    vision_embed_dim: int
+    vision_heads: int
+    # Pixel budget of a screenshot after resizing, in 28x28 cells (one visual token each): a
+    # 320x420 MiniWoB screenshot becomes 6x7 = 42 tokens under a 48-cell cap.
+    min_cells: int = 4
+    max_cells: int = 48
+    max_position_embeddings: int = 8192
+
+
+VLM_SIZES = {
+    "xs": TinyVLMSize(
+        vocab_size=1024,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=192,
+        mrope_section=(2, 3, 3),
+        vision_depth=1,
+        vision_embed_dim=32,
+        vision_heads=2,
+    ),
+    "s": TinyVLMSize(
+        vocab_size=2048,
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=384,
+        mrope_section=(4, 6, 6),
+        vision_depth=2,
+        vision_embed_dim=64,
+        vision_heads=4,
+        max_cells=96,
+    ),
+}
+
+
+def _size(size: str) -> TinyVLMSize:
+    if size not in VLM_SIZES:
+        raise ValueError(f"unknown tiny VLM size {size!r}; choose one of {', '.join(VLM_SIZES)}")
+    return VLM_SIZES[size]
+
+
+def build_vlm_tokenizer(texts: Iterable[str], vocab_size: int):
+    """The tiny byte-level BPE tokenizer plus Qwen2-VL's remaining special tokens, ChatML roles."""
+    from trajkit.policy.tiny import train_tokenizer
+
+    tok = train_tokenizer(texts, vocab_size)
+    missing = [t for t in QWEN_EXTRA_TOKENS if t not in tok.get_vocab()]
+    if missing:
+        add_special_tokens(tok, missing)
+    add_gui_special_tokens(tok)  # <|recipient|>, <|diff_marker|>: present already; kept explicit
+    tok.eos_token = IM_END
+    tok.chat_template = CHATML_JINJA
+    tok.padding_side = "left"
+    return tok
+
+
+def build_image_processor(min_cells: int = 4, max_cells: int = 48, patch_size: int = 14, merge_size: int = 2):
+    """Qwen2-VL's image processor with a small pixel budget (`*_cells` of (patch*merge)^2 pixels)."""
+    try:  # the PIL backend needs no torchvision; newer transformers have it
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+            Qwen2VLImageProcessorPil as ImageProcessor,
+        )
+    except ImportError:  # pragma: no cover - older transformers
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
+
+    cell = (patch_size * merge_size) ** 2
+    return ImageProcessor(
+        min_pixels=min_cells * cell,
+        max_pixels=max_cells * cell,
+        patch_size=patch_size,
+        merge_size=merge_size,
+        temporal_patch_size=2,
+    )
+
+
+def build_tiny_vlm(tokenizer, size: str = "xs", seed: int = 0):
+    """A randomly initialized Qwen2VLForConditionalGeneration sized by `VLM_SIZES[size]`."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    spec = _size(size)
+    ids = tokenizer.convert_tokens_to_ids
+    stop_ids = [ids(IM_END), ids(DIFF_MARKER)]
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": spec.hidden_size,
+            "intermediate_size": spec.intermediate_size,
+            "num_hidden_layers": spec.num_hidden_layers,
+            "num_attention_heads": spec.num_attention_heads,
+            "num_key_value_heads": spec.num_key_value_heads,
+            "max_position_embeddings": spec.max_position_embeddings,
+            "rope_parameters": {
+                "rope_type": "default",
+                "mrope_section": list(spec.mrope_section),
+                "rope_theta": 10000.0,
+            },
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": stop_ids[0],
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "depth": spec.vision_depth,
+            "embed_dim": spec.vision_embed_dim,
+            "hidden_size": spec.hidden_size,
+            "num_heads": spec.vision_heads,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=ids(IMAGE_PAD),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids(VISION_START),
+        vision_end_token_id=ids(VISION_END),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = stop_ids
+    return model
+
+
+def make_tiny_vlm(
+    out_dir: str | Path, texts: Iterable[str] | None = None, size: str = "xs", seed: int = 0
+) -> Path:
+    """Build a tiny Qwen2-VL (tokenizer trained on `texts`, default a small GUI corpus), save it
+    atomically to `out_dir` so that `load_vlm(out_dir)` loads it. Nothing is downloaded."""
+    spec = _size(size)
+    corpus = list(texts) if texts is not None else []
+    corpus = corpus + list(DEFAULT_CORPUS) * 4
+    tokenizer = build_vlm_tokenizer(corpus, spec.vocab_size)
+    image_processor = build_image_processor(spec.min_cells, spec.max_cells)
+    model = build_tiny_vlm(tokenizer, size, seed)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        image_processor.save_pretrained(tmp)
+        spec_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}
+        meta = {"size": size, "seed": seed, "template": "qwen2", "vision": True, **spec_dict}
+        (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,61 @@
+"""ETO's ReAct text agent: one generation per env step, `Thought: ... Action: ...` turns.
+
+An episode opens as ETO's data does (instruction, "OK", task; optionally one worked example
+episode before the task, as ETO's evaluation shows it), so rollout prompts are token-for-token
+prefixes of what SFT trained on. The env gets the text after the turn's last `Action:`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from trajkit.data.schema import AGENT, Turn
+from trajkit.envs.base import (
+    Observation,
+    StepResult,
+    Task,
+    episode_prefix,
+    observation_turn,
+    parse_react_action,
+)
+from trajkit.rollout.engine import Episode, Generate
+
+
+class ReactAgent:
+    generations_per_step = 1
+
+    def __init__(
+        self,
+        renderer: Any,
+        instruction: str | None = None,
+        icl: Callable[[Task], list[Turn]] | None = None,
+    ):
+        """`instruction`: the first user turn (None: the env's own). A run passes the expert
+        data's, so a policy is evaluated on the prompts it was trained on. `icl`: task -> turns of
+        one worked example episode shown before the task (ETO's evaluation); None: no example."""
+        self.renderer = renderer
+        self.instruction = instruction
+        self.icl = icl
+        template = renderer.template
+        self.stop_text = template.end_of_turn if template is not None else None
+
+    def open(self, ep: Episode, obs: Observation) -> list[Turn]:
+        instruction = self.instruction or getattr(ep.env, "instruction", "")
+        example = self.icl(ep.task) if self.icl is not None else None
+        return episode_prefix(instruction, obs.text, example)
+
+    def act(self, live: list[Episode], generate: Generate) -> None:
+        prompts = [(self.renderer.prompt_ids(ep.turns), []) for ep in live]
+        outs = generate(live, prompts)
+        for ep, ids in zip(live, outs, strict=True):
+            text = self.renderer.tokenizer.decode(ids, skip_special_tokens=False)
+            if self.stop_text and text.endswith(self.stop_text):
+                text = text[: -len(self.stop_text)]
+            ep.turns.append(Turn(AGENT, text, token_ids=list(ids)))
+
+    def action(self, ep: Episode) -> str:
+        return parse_react_action(ep.turns[-1].text)
+
+    def observe(self, ep: Episode, result: StepResult) -> Turn:
+        return observation_turn(result.observation.text, result.observation.image)
