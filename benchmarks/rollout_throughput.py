@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         renderer = Renderer(tok, "tiny")
-        stop_ids = renderer.end_of_turn_ids
+        stop_ids = renderer.stop_ids
         sampling = Sampling(temperature=0.0, max_new_tokens=args.max_new_tokens)
         config = RolloutConfig(
             sampling=sampling, max_steps=args.max_steps, batch_size=args.batch_size, policy_id="engine"

@@ -76,7 +76,7 @@ def shots(tmp_path_factory):
 
 def text_backend(text_parts, stop_ids=None, **kw):
     model, tok, renderer = text_parts
-    return HFBackend(model, tok, stop_ids or renderer.end_of_turn_ids, batch_size=4, **kw)
+    return HFBackend(model, tok, stop_ids or renderer.stop_ids, batch_size=4, **kw)
 
 
 def vision_backend(vlm, stop_ids=None, **kw):

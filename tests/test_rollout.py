@@ -54,7 +54,7 @@ def policy(tiny_model_dir):
     tok = load_tokenizer(str(tiny_model_dir))
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     renderer = Renderer(tok, "tiny")
-    return HFBackend(model, tok, renderer.end_of_turn_ids, batch_size=8), renderer
+    return HFBackend(model, tok, renderer.stop_ids, batch_size=8), renderer
 
 
 TASKS = [Task(f"t{i}", "train", max_steps=3) for i in range(5)]
@@ -76,7 +76,7 @@ def test_rollouts_store_exact_tokens(tmp_path, policy):
         # Re-rendering the stored trajectory trains on exactly the sampled ids.
         out = renderer.render(traj)
         trained = [i for i, m in zip(out.input_ids, out.loss_mask, strict=True) if m]
-        eot = renderer.end_of_turn_ids
+        eot = renderer.stop_ids
         expected = renderer.encode("OK<|end|>")
         for t in sampled:  # a turn cut by max_new_tokens is closed with the end-of-turn token
             expected += t.token_ids + ([] if t.token_ids[-len(eot) :] == eot else eot)

@@ -50,6 +50,7 @@ class Segment:
     token_ids: list[int] | None = None  # exact ids to use instead of tokenizing `text`
     close: str | None = None  # the end-of-turn text a sampled turn must end with
     image: str | None = None  # set on a vision span: the image it stands for
+    continuation: bool = False  # tokenized as it reads mid-string (no word-start piece of its own)
 
 
 @dataclass
@@ -70,7 +71,8 @@ class ChatTemplate:
     """A chat layout as plain functions of turns; no tokenizer knowledge here.
 
     `assistant_header` is the untrained text that opens an agent turn (and ends a generation
-    prompt); `end_of_turn` is what the agent emits to stop, trained with the turn.
+    prompt); `end_of_turn` is what closes an agent turn, trained with it; `stop` are the special
+    tokens whose sampling ends a turn (each must be one token of the vocabulary).
     """
 
     name: str
@@ -78,6 +80,7 @@ class ChatTemplate:
     assistant_header: str
     end_of_turn: str
     special_tokens: tuple[str, ...]
+    stop: tuple[str, ...] = ()  # single tokens that end a sampled turn (default: `end_of_turn`)
 
 
 def _user_side(turns: Sequence[Turn]) -> list[list[Turn]]:
@@ -98,21 +101,34 @@ def _agent_segment(turn: Turn, text: str, end: str) -> Segment:
 
 
 # --- Llama-2 [INST], the layout ETO trains with --------------------------------------------------
+# FastChat's "llama-2" conversation, token for token: "[INST] u0 [/INST] a0 </s><s>[INST] u1 ...".
+# User segments start where the tokenizer starts a fresh section anyway (the string's start, or
+# after "<s>"); an agent turn " a0 </s>" follows "[/INST]" mid-string, so it is tokenized as a
+# continuation: SentencePiece would otherwise give its leading space a "▁" of its own on
+# tokenizers that prepend "▁" to every section (transformers 4.x "legacy" Llama).
 def _llama2(turns: Sequence[Turn]) -> list[Segment]:
     segs: list[Segment] = []
     for run in _user_side(turns):
         if run[0].role == AGENT:
-            segs.append(_agent_segment(run[0], " " + run[0].text, " </s>"))
+            seg = _agent_segment(run[0], " " + run[0].text, " </s>")
+            seg.continuation = True
+            segs.append(seg)
             continue
         system = "\n\n".join(t.text for t in run if t.role == SYSTEM)
         user = "\n\n".join(t.text for t in run if t.role != SYSTEM)
         body = f"<<SYS>>\n{system}\n<</SYS>>\n\n{user}" if system else user
-        segs.append(Segment(f"<s>[INST] {body} [/INST]", trained=any(t.trained for t in run)))
+        trained = any(t.trained for t in run)
+        if not segs:  # the string FastChat tokenizes starts here, after the tokenizer's own BOS
+            segs += [Segment("<s>", trained=False), Segment(f"[INST] {body} [/INST]", trained=trained)]
+        else:
+            segs.append(Segment(f"<s>[INST] {body} [/INST]", trained=trained))
     return segs
 
 
-# The user block already ends with " [/INST]", so an agent turn needs no header of its own.
-LLAMA2 = ChatTemplate("llama2", _llama2, "", " </s>", ("<s>", "</s>"))
+# The user block already ends with " [/INST]", so an agent turn needs no header of its own. Only
+# EOS stops a sampled turn: " </s>" tokenizes as "▁" + EOS, and "▁" alone is the piece Llama writes
+# before every digit, so stopping on it would cut "go to cabinet 1" short.
+LLAMA2 = ChatTemplate("llama2", _llama2, "", " </s>", ("<s>", "</s>"), stop=("</s>",))
 
 
 # --- ChatML / Qwen2, with AGUVIS recipient routing ------------------------------------------------
@@ -269,20 +285,54 @@ class Renderer:
         self.template = None if template == "hf" else get_template(template)
         self.image_tokens = image_tokens
         self._cache: dict[str, list[int]] = {}
+        self._stops: frozenset[int] | None = None
 
-    def encode(self, text: str) -> list[int]:
-        ids = self._cache.get(text)
+    def _stop_set(self) -> frozenset[int]:
+        if self._stops is None:
+            self._stops = frozenset(self.stop_ids)
+        return self._stops
+
+    def encode(self, text: str, continuation: bool = False) -> list[int]:
+        """Ids of `text`; with `continuation`, as it reads after other text (a SentencePiece
+        tokenizer adds no word-start piece there): the ids of "a" + text, less those of "a"."""
+        key = ("\0" if continuation else "") + text
+        ids = self._cache.get(key)
         if ids is None:
-            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if continuation:
+                anchor = self.encode("a")
+                ids = self.encode("a" + text)
+                if ids[: len(anchor)] != anchor:  # the text merged into the anchor: no clean cut
+                    ids = self.encode(text)
+                else:
+                    ids = ids[len(anchor) :]
+            else:
+                ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             if len(text) < 64:  # headers and end markers repeat in every sample
-                self._cache[text] = ids
+                self._cache[key] = ids
         return ids
 
     @property
     def end_of_turn_ids(self) -> list[int]:
+        """The ids that close an agent turn in a rendering (appended to a turn cut off unclosed)."""
         if self.template is None:
             return [self.tokenizer.eos_token_id]
-        return self.encode(self.template.end_of_turn)
+        return self.encode(self.template.end_of_turn, continuation=True)
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """The ids whose sampling ends a turn: single special tokens, never a piece of text."""
+        if self.template is None:
+            return [self.tokenizer.eos_token_id]
+        ids = []
+        for text in self.template.stop or (self.template.end_of_turn,):
+            piece = self.encode(text)
+            if len(piece) != 1:
+                raise RenderError(
+                    f"template {self.template_name!r}: stop token {text!r} is {len(piece)} tokens in "
+                    "this tokenizer's vocabulary; a stop must be one token (add it as a special token)"
+                )
+            ids.append(piece[0])
+        return ids
 
     def _vision_ids(self, record_id: str, image: str) -> list[int]:
         assert self.image_tokens is not None
@@ -305,13 +355,14 @@ class Renderer:
                 seg_ids = self._vision_ids(record_id, seg.image)
             elif seg.token_ids is not None:
                 seg_ids = list(seg.token_ids)
-                # A sampled turn cut off by the token limit never emitted its end-of-turn; close it
-                # so the sample keeps the template's structure.
-                close = self.encode(seg.close or "")
-                if close and seg_ids[-len(close) :] != close:
+                # A sampled turn cut off by the token limit never emitted a stop token; close it so
+                # the sample keeps the template's structure. A turn that stopped is kept verbatim.
+                close = self.encode(seg.close or "", continuation=True)
+                stopped = bool(seg_ids) and seg_ids[-1] in self._stop_set()
+                if close and not stopped and seg_ids[-len(close) :] != close:
                     seg_ids += close
             else:
-                seg_ids = self.encode(seg.text)
+                seg_ids = self.encode(seg.text, continuation=seg.continuation)
             ids.extend(seg_ids)
             mask.extend([int(seg.trained)] * len(seg_ids))
         return Rendered(record_id, ids, mask, segments, images)

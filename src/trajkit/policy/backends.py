@@ -98,4 +98,4 @@ def load_sampler(model_path: str, template: str | None = None, batch_size: int =
     if torch.cuda.is_available():
         model = model.to("cuda")
     renderer = Renderer(tokenizer, template or infer_template(model_path, tokenizer))
-    return HFBackend(model, tokenizer, renderer.end_of_turn_ids, batch_size=batch_size), renderer
+    return HFBackend(model, tokenizer, renderer.stop_ids, batch_size=batch_size), renderer

@@ -134,7 +134,7 @@ class VLM:
 
     def stop_ids(self) -> list[int]:
         """End of turn and AGUVIS's `<|diff_marker|>`: either ends a sampled turn."""
-        ids = self.renderer().end_of_turn_ids
+        ids = self.renderer().stop_ids
         diff = self.tokenizer.convert_tokens_to_ids(DIFF_MARKER)
         if diff is not None and diff != self.tokenizer.unk_token_id and diff not in ids:
             ids = [*ids, diff]

@@ -37,8 +37,6 @@ class ReactAgent:
         self.renderer = renderer
         self.instruction = instruction
         self.icl = icl
-        template = renderer.template
-        self.stop_text = template.end_of_turn if template is not None else None
 
     def open(self, ep: Episode, obs: Observation) -> list[Turn]:
         instruction = self.instruction or getattr(ep.env, "instruction", "")
@@ -49,13 +47,23 @@ class ReactAgent:
         prompts = [(self.renderer.prompt_ids(ep.turns), []) for ep in live]
         outs = generate(live, prompts)
         for ep, ids in zip(live, outs, strict=True):
-            text = self.renderer.tokenizer.decode(ids, skip_special_tokens=False)
-            if self.stop_text and text.endswith(self.stop_text):
-                text = text[: -len(self.stop_text)]
-            ep.turns.append(Turn(AGENT, text, token_ids=list(ids)))
+            ep.turns.append(Turn(AGENT, turn_text(self.renderer, ids), token_ids=list(ids)))
 
     def action(self, ep: Episode) -> str:
         return parse_react_action(ep.turns[-1].text)
 
     def observe(self, ep: Episode, result: StepResult) -> Turn:
         return observation_turn(result.observation.text, result.observation.image)
+
+
+def turn_text(renderer: Any, ids: list[int]) -> str:
+    """The text of a sampled turn: its ids decoded without the stop token that ended it, and
+    without the space a template writes before its end marker (Llama-2's " </s>"). The ids
+    themselves are stored untouched beside it."""
+    stops = set(renderer.stop_ids)
+    body = ids[:-1] if ids and ids[-1] in stops else ids
+    text = renderer.tokenizer.decode(body, skip_special_tokens=False)
+    template = renderer.template
+    if template is not None and template.end_of_turn.startswith(" ") and text.endswith(" "):
+        text = text[:-1]
+    return text
