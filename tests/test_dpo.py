@@ -153,3 +153,38 @@ def test_dpo_trains_and_prefers_chosen(tmp_path, tiny_model_dir):
     margins = [e["rewards/margins"] for e in log if "rewards/margins" in e]
     assert margins[-1] > margins[0]
     assert (final / "config.json").is_file()
+
+
+def test_trl_batch_layout_is_checked_at_start_up():
+    """The masked collator assumes TRL's layout; another layout fails loudly, before training."""
+    import torch
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from trajkit.train.dpo import TRLLayoutError, check_trl_layout
+
+    check_trl_layout(DataCollatorForPreference)  # the pinned TRL
+
+    class RejectedFirst(DataCollatorForPreference):
+        def torch_call(self, examples):
+            batch = super().torch_call(examples)
+            return {key: torch.flip(value, dims=[0]) for key, value in batch.items()}
+
+    with pytest.raises(TRLLayoutError, match="expected"):
+        check_trl_layout(RejectedFirst)
+
+
+def test_set_up_pins_the_stack_the_tests_ran_with():
+    from importlib.metadata import version
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pins = dict(
+        line.split("==")
+        for line in (root / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    for package in ("transformers", "trl"):
+        assert pins[package] == version(package), package
+        assert (
+            f'"{package}>={".".join(pins[package].split(".")[:2])}' in (root / "pyproject.toml").read_text()
+        )

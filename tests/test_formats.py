@@ -277,7 +277,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", failing_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match="out.jsonl:-:file: cannot write: disk full"):
         write_trajectories(trajectories, out, "eto")
     assert out.read_text() == "previous contents\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]

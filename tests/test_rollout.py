@@ -191,7 +191,7 @@ def test_icl_example_and_instruction_override(tmp_path, policy) -> None:
     backend, renderer = policy
     example = [Turn(TASK, "Example task."), Turn(AGENT, "Action: a"), Turn(OBSERVATION, "Observation: b")]
     cfg = RolloutConfig(sampling=Sampling(temperature=0, max_new_tokens=4), policy_id="p")
-    agent = ReactAgent(renderer, instruction="Trained instruction.", icl=lambda task: example)
+    agent = ReactAgent(renderer, instruction="Trained instruction.", icl=lambda task: example, icl_intro=True)
     (traj,) = run_rollouts(TASKS[:1], [CountingEnv(need=1)], backend, agent, tmp_path / "r.jsonl", cfg)
     texts = [t.text for t in traj.turns]
     assert texts[:5] == [

@@ -543,7 +543,7 @@ def test_oracle_wins_every_goal_and_replays(env):
         for i, action in enumerate(actions):
             r = env.step(action)
             if i < len(observations):
-                assert f"Observation: {r.observation.text}" == observations[i]
+                assert f"Observation:\n{r.observation.text}" == observations[i]
         assert r.done and r.reward == 1.0
         steps += len(actions)
     rate = steps / (time.perf_counter() - t0)
@@ -668,3 +668,12 @@ def test_check_splits_on_etos_goal_indices(tmp_path, monkeypatch):
     ) & train_ids
     env = WebShopEnv()
     assert len(env.tasks("train")) == 1823
+
+
+def test_observations_are_written_as_etos_webshop_env_writes_them(env):
+    """ETO's WebShop env and expert data start every observation with "Observation:\\n"."""
+    task = env.tasks("train")[0]
+    traj = oracle_trajectory(env, task, seed=0)
+    observations = [t.text for t in traj.turns if t.role == "observation"]
+    assert observations and all(text.startswith("Observation:\n") for text in observations)
+    assert not any(text.startswith("Observation: ") for text in observations)

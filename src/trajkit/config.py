@@ -21,6 +21,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        others = [arg for arg in args if arg is not type(None)]
+        if len(others) == 1:  # `X | None`: X's own message says what is wrong
+            return _coerce(value, others[0], where)
         for arg in args:
             if arg is type(None):
                 continue
@@ -85,13 +88,19 @@ def check_partial(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
+    from trajkit.data.files import DataError, read_text
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_text(path, limit=1 << 20))  # a recipe is a few KiB
+    except DataError as err:
+        raise ConfigError(f"{path}: {err.message}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

@@ -22,7 +22,7 @@ line pixel values up with the pads.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from trajkit.data.schema import AGENT, SYSTEM, Trajectory, Turn
@@ -163,22 +163,23 @@ def _chatml_user(turn: Turn, role: str) -> list[Segment]:
     return [s for s in segs if s.text]
 
 
-def _chatml(turns: Sequence[Turn]) -> list[Segment]:
+def _chatml(turns: Sequence[Turn], mask: str = "agent") -> list[Segment]:
     segs: list[Segment] = []
     for turn in turns:
         role = _CHATML_ROLE[turn.role]
         if turn.role != AGENT:
             segs.extend(_chatml_user(turn, role))
             continue
+        whole = mask == "aguvis" and turn.trained  # header and newline trained too (MASK_MODES)
         end = DIFF_MARKER if turn.end_turn else IM_END
         if turn.recipient is not None:
             # The recipient name is the model's choice in self-plan mode, so it is trained.
-            segs.append(Segment(f"{IM_START}assistant{RECIPIENT}", trained=False))
+            segs.append(Segment(f"{IM_START}assistant{RECIPIENT}", trained=whole))
             segs.append(_agent_segment(turn, f"{turn.recipient}\n{turn.text}", end))
         else:
-            segs.append(Segment(f"{IM_START}assistant\n", trained=False))
+            segs.append(Segment(f"{IM_START}assistant\n", trained=whole))
             segs.append(_agent_segment(turn, turn.text, end))
-        segs.append(Segment("\n", trained=False))
+        segs.append(Segment("\n", trained=whole))
     return segs
 
 
@@ -189,6 +190,20 @@ CHATML = ChatTemplate(
     IM_END,
     (IM_START, IM_END, RECIPIENT, DIFF_MARKER, VISION_START, IMAGE_PAD, VISION_END),
 )
+
+# Loss masks (`Renderer(mask=)`): `agent` trains an agent turn's text and end marker; `aguvis` (chatml
+# only) the whole assistant message, header and trailing newline too, as AGUVIS's dataset.py labels it.
+MASK_MODES = ("agent", "aguvis")
+CHATML_AGUVIS_MASK = replace(CHATML, segments=lambda turns: _chatml(turns, "aguvis"))
+
+
+def _with_mask(name: str, template: ChatTemplate | None, mask: str) -> ChatTemplate | None:
+    """`template` under loss-mask mode `mask`; `aguvis` exists for the chatml layout only."""
+    if mask not in MASK_MODES:
+        raise RenderError(f"unknown loss mask {mask!r}; choose one of {', '.join(MASK_MODES)}")
+    if mask == "aguvis" and template is not CHATML:
+        raise RenderError(f"loss mask {mask!r} needs template chatml or qwen2, not {name!r}")
+    return CHATML_AGUVIS_MASK if mask == "aguvis" else template
 
 
 # --- Llama-3 --------------------------------------------------------------------------------------
@@ -275,14 +290,21 @@ class Renderer:
     `image_tokens` (image path -> number of visual tokens), given for a vision-language model,
     makes every vision span hold that many `<|image_pad|>` ids; without it a span holds one, as
     in text-only renderings.
+    `mask` (`MASK_MODES`): `agent` trains an agent turn's text and end marker; `aguvis` (chatml /
+    qwen2) the whole assistant message, role header and newline included. Prompts are the same.
     """
 
     def __init__(
-        self, tokenizer: Any, template: str = "tiny", image_tokens: Callable[[str], int] | None = None
+        self,
+        tokenizer: Any,
+        template: str = "tiny",
+        image_tokens: Callable[[str], int] | None = None,
+        mask: str = "agent",
     ):
         self.tokenizer = tokenizer
         self.template_name = template
-        self.template = None if template == "hf" else get_template(template)
+        self.mask = mask
+        self.template = _with_mask(template, None if template == "hf" else get_template(template), mask)
         self.image_tokens = image_tokens
         self._cache: dict[str, list[int]] = {}
         self._stops: frozenset[int] | None = None

@@ -10,6 +10,7 @@ from trajkit.cli import env as _env  # noqa: E402,F401
 from trajkit.cli import gui as _gui  # noqa: E402,F401
 from trajkit.cli import loop as _loop  # noqa: E402,F401
 from trajkit.cli import train as _train  # noqa: E402,F401
+from trajkit.cli import view as _view  # noqa: E402,F401
 from trajkit.cli.app import UsageError, app
 
 

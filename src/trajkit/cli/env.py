@@ -61,11 +61,16 @@ def oracle_command(
     expert_seed: int = typer.Option(0, help="Expert seed: its search order and wording."),
 ) -> None:
     """Write scripted-expert trajectories for the first LIMIT tasks of a split."""
-    from trajkit.data.io import write_trajectories
+    from trajkit.data.files import output_target
+    from trajkit.data.io import DataError, write_trajectories
     from trajkit.envs.registry import EnvUnavailableError, get_oracle
 
     if limit is not None and episodes is not None and limit != episodes:
         raise UsageError("give --limit or --episodes, not both")
+    try:
+        output_target(out)  # a device or a folder is refused before any episode is played
+    except DataError as err:
+        raise UsageError(str(err)) from None
     n = limit if limit is not None else episodes
     try:
         oracle = get_oracle(env_name)
@@ -106,7 +111,10 @@ def oracle_command(
             trajectories.append(oracle(env, t, expert_seed))
     finally:
         env.close()
-    write_trajectories(trajectories, out)
+    try:
+        write_trajectories(trajectories, out)
+    except DataError as err:
+        raise UsageError(str(err)) from None
     n_success = sum(bool(t.success) for t in trajectories)
     mean_steps = sum(t.metadata.get("steps", 0) for t in trajectories) / max(1, len(trajectories))
     typer.echo(

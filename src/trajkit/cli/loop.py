@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,30 +24,39 @@ def pairs(
     rollouts: list[str] = typer.Option(..., "--rollouts", "-r", help="Rollouts (any supported format)."),
     out: str = typer.Option(..., "--out", "-o", help="Pairs jsonl to write."),
     strategy: str = typer.Option("trajectory", "--strategy", help="trajectory (ETO) or self."),
-    extra_turns: int = typer.Option(5, "--extra-turns", help="Rejected side keeps expert turns + this many."),
+    extra_turns: int = typer.Option(
+        5,
+        "--extra-turns",
+        help="Rejected side keeps expert turns + this many (ETO: 5); -1 keeps the whole failed episode "
+        "(ETO on ALFWorld).",
+    ),
     expert_reward: float = typer.Option(
         1.0, "--expert-reward", help="Reward assumed for experts without one."
     ),
 ) -> None:
     """Build contrastive pairs; prints {"win", "tie", "lose", "pairs"} as JSON."""
+    import math
+
+    from trajkit.data.files import atomic_writer, output_target
     from trajkit.data.io import load_trajectories
     from trajkit.pairs import build_pairs
 
+    if not math.isfinite(expert_reward):
+        raise UsageError(f"--expert-reward must be a finite number, got {expert_reward}")
+    out_path = Path(out)
+    if os.path.realpath(out_path) in {os.path.realpath(p) for p in [*expert, *rollouts]}:
+        raise UsageError(f"{out}:-:file: refusing to overwrite an input file")
     try:
+        output_target(out_path)  # refused before the inputs are read, not after
         experts = [t for p in expert for t in load_trajectories(p)]
         rolls = [t for p in rollouts for t in load_trajectories(p)]
-        result = build_pairs(rolls, experts, strategy, extra_turns, expert_reward)
-    except (ValueError, OSError) as err:
+        cap = extra_turns if extra_turns >= 0 else None
+        result = build_pairs(rolls, experts, strategy, cap, expert_reward)
+        with atomic_writer(out_path) as fh:
+            for pair in result.pairs:
+                fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
+    except (ValueError, OSError) as err:  # DataError is a ValueError
         raise UsageError(str(err)) from None
-    out_path = Path(out)
-    if out_path.resolve() in {Path(p).resolve() for p in [*expert, *rollouts]}:
-        raise UsageError(f"{out}: refusing to overwrite an input file")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for pair in result.pairs:
-            fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
-    tmp.replace(out_path)
     if result.missing_expert:
         print(f"note: {result.missing_expert} rollout(s) had no expert for their task", file=sys.stderr)
     print(json.dumps(result.counts()))
@@ -71,9 +81,20 @@ def dpo(
         recipe = from_dict(DPORecipe, apply_overrides(raw, overrides or []), where=config or "flags")
     except ConfigError as err:
         raise UsageError(str(err)) from None
-    from trajkit.train.dpo import run_dpo
+    from trajkit.data.io import DataError, is_hub_id
+    from trajkit.train.dpo import load_pairs, run_dpo
 
-    print(json.dumps({"model": str(run_dpo(recipe))}))
+    try:  # checked before the model loads, so a bad file costs a second, not a traceback
+        pairs = load_pairs(recipe.pairs)
+    except DataError as err:
+        raise UsageError(str(err)) from None
+    if not pairs:
+        raise UsageError(f"{', '.join(recipe.pairs)}:-:file: no pairs to train on")
+    if not Path(recipe.model).is_dir() and not is_hub_id(recipe.model):
+        raise UsageError(f"{recipe.model}:-:model: no such model folder")
+    if Path(recipe.model).is_dir() and not (Path(recipe.model) / "config.json").is_file():
+        raise UsageError(f"{recipe.model}:-:model: not a model folder (no config.json)")
+    print(json.dumps({"model": str(run_dpo(recipe, pairs))}))
 
 
 ENV_HELP = "Env setting key=value (repeatable), e.g. --env-arg layout=compact."
@@ -132,7 +153,9 @@ def explore(
     split: str = typer.Option("train", "--split"),
     limit: int = typer.Option(0, "--limit", help="First N tasks (0 = all)."),
     n_samples: int = typer.Option(1, "--n-samples"),
-    temperature: float = typer.Option(1.0, "--temperature", help="0 = greedy."),
+    temperature: float = typer.Option(
+        0.0, "--temperature", help="0 = greedy, as ETO explores; > 0 samples (a deviation from ETO)."
+    ),
     max_new_tokens: int = typer.Option(96, "--max-new-tokens"),
     max_steps: int = typer.Option(0, "--max-steps", help="Step budget per episode (0 = the task's own)."),
     batch_size: int = typer.Option(32, "--batch-size"),
@@ -141,9 +164,19 @@ def explore(
     mode: str = typer.Option(None, "--mode", help="GUI agents: enforced_plan or self_plan."),
 ) -> None:
     """Roll a policy out on an env's tasks; stores exact sampled tokens."""
-    from trajkit.pipeline.stages import rollouts
+    from trajkit.pipeline.stages import icl_style, rollouts
     from trajkit.policy.backends import Sampling
 
+    if n_samples > 1 and temperature <= 0:
+        raise UsageError(
+            "--n-samples > 1 needs --temperature > 0 (greedy samples of one task are all the same)"
+        )
+    from trajkit.data.files import DataError, output_target
+
+    try:
+        output_target(out)  # rollouts are appended: a device or a pipe would take them, or hang
+    except DataError as err:
+        raise UsageError(str(err)) from None
     ctx = _rollout_context(model, config, env, env_args or [], template, Path(out).parent)
     try:
         tasks = ctx.env().tasks(split)
@@ -151,7 +184,7 @@ def explore(
         sampling = Sampling(temperature, max_new_tokens=max_new_tokens)
         trajs = rollouts(
             ctx, Path(out), model, tasks, sampling, batch_size, n_samples, policy_id, max_steps or None, mode,
-            progress=lambda m: print(m, file=sys.stderr),
+            icl=icl_style(ctx.cfg.explore), progress=lambda m: print(m, file=sys.stderr),
         )  # fmt: skip
     finally:
         ctx.close()
@@ -177,9 +210,11 @@ def evaluate(
 ) -> None:
     """Greedy evaluation per split; prints success rates with 95% intervals as JSON."""
     from trajkit.evaluate import summarize
-    from trajkit.pipeline.stages import rollouts
+    from trajkit.pipeline.stages import icl_style, rollouts
     from trajkit.policy.backends import Sampling
 
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise UsageError(f"{out_dir}:-:file: is not a folder; --out names the folder results go to")
     ctx = _rollout_context(model, config, env, env_args or [], template, Path(out_dir))
     results = {}
     try:
@@ -188,22 +223,46 @@ def evaluate(
             tasks = tasks[:limit] if limit else tasks
             sampling = Sampling(0.0, max_new_tokens=max_new_tokens)
             out = Path(out_dir) / f"{split}.jsonl"
-            trajs = rollouts(ctx, out, model, tasks, sampling, batch_size, 1, "eval", max_steps or None, mode)
+            trajs = rollouts(
+                ctx, out, model, tasks, sampling, batch_size, 1, "eval", max_steps or None, mode,
+                icl=icl_style(ctx.cfg.eval),
+            )  # fmt: skip
             results[split] = summarize(trajs)
     finally:
         ctx.close()
-    (Path(out_dir) / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    from trajkit.data.files import DataError, write_text_atomic
+
+    try:
+        write_text_atomic(Path(out_dir) / "metrics.json", json.dumps(results, indent=2) + "\n")
+    except DataError as err:
+        raise UsageError(str(err)) from None
     print(json.dumps(results))
 
 
-def _execute(cfg, config_text: str) -> None:
+QUIET_HELP = "No progress or stage lines on stderr (all of it still goes to RUN_DIR/log.txt)."
+
+
+def _execute(cfg, config_text: str, quiet: bool = False, where: str | None = None) -> None:
+    """Run `cfg`; a recipe value refused only when its env is made is named with `where`."""
     from trajkit.config import ConfigError
+    from trajkit.data.files import DataError
     from trajkit.pipeline import execute
+    from trajkit.pipeline.envs import EnvSettingError
+    from trajkit.pipeline.stage import storage_failure
 
     try:
-        summary = execute(cfg, config_text)
+        summary = execute(cfg, config_text, quiet=quiet)
+    except EnvSettingError as err:
+        raise UsageError(f"{where}: {err}" if where else str(err)) from None
     except ConfigError as err:
         raise UsageError(str(err)) from None
+    except Exception as err:  # a full disk, a folder turned read-only, a bad data file: one line
+        why = str(err) if isinstance(err, DataError) else storage_failure(err)
+        if why is None:
+            raise  # anything else is a bug to see whole
+        raise UsageError(
+            f"run stopped: {why}; finished stages are kept: run the same command again to resume"
+        ) from None
     from trajkit.report import render_report
 
     print(render_report({k: v for k, v in summary.items() if k != "gui"}))
@@ -219,6 +278,7 @@ def run(
     config: str = typer.Option(..., "--config", "-c", help="Run recipe (see configs/)."),
     out: str = typer.Option(None, "--out", "-o", help="Run folder (default: the recipe's run_dir)."),
     overrides: list[str] = typer.Option(None, "--set", help="key=value, e.g. --set rounds=3"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """SFT → explore → pairs → DPO rounds → evaluate, resumable: re-run to continue after a crash."""
     from trajkit.config import ConfigError
@@ -228,7 +288,7 @@ def run(
         cfg = load_run_config(config, [*(overrides or []), *([f"run_dir={out}"] if out else [])])
     except ConfigError as err:
         raise UsageError(str(err)) from None
-    _execute(cfg, config_to_yaml(cfg))
+    _execute(cfg, config_to_yaml(cfg), quiet, where=config)
 
 
 @app.command()
@@ -240,14 +300,15 @@ def demo(
     gui: bool = typer.Option(
         False, "--gui", help="GUI agents: MiniWoB++ with a tiny vision-language policy (needs Chromium)."
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=QUIET_HELP),
 ) -> None:
     """The whole ETO method on CPU with a tiny model: the household world, or MiniWoB++ with --gui.
     The recipes are configs/household_eto_tiny.yaml and configs/miniwob_eto_tiny.yaml."""
     from trajkit.config import ConfigError
-    from trajkit.pipeline.config import config_to_yaml, demo_config
+    from trajkit.pipeline.config import config_to_yaml, demo_config, demo_recipe_path
 
     try:
         cfg = demo_config(run_dir or ("runs/demo-gui" if gui else "runs/demo"), overrides or [], gui=gui)
     except ConfigError as err:
         raise UsageError(str(err)) from None
-    _execute(cfg, config_to_yaml(cfg))
+    _execute(cfg, config_to_yaml(cfg), quiet, where=str(demo_recipe_path("gui" if gui else "text")))

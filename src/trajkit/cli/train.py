@@ -76,15 +76,20 @@ def _tokenizer_for(path: str | None, trajectories):
 
     if path:
         return load_tokenizer(path)
-    # No tokenizer given: a tiny one trained on these very records (knows every template's tokens).
+    # No tokenizer given: a tiny one trained on these very records (knows every template's tokens),
+    # on a bounded sample: BPE training on one 30 MB line would take minutes for a display tokenizer.
+    from itertools import islice
+
     from trajkit.policy.tiny import train_tokenizer
 
-    return train_tokenizer((t.text for traj in trajectories for t in traj.turns), vocab_size=1024)
+    texts = (t.text[:20_000] for traj in trajectories for t in traj.turns)
+    return train_tokenizer(islice(texts, 5_000), vocab_size=1024)
 
 
 def corpus_texts(paths: list[str]) -> list[str]:
     """Turn texts of trajectory files; any other file is read as plain text lines."""
-    from trajkit.data.io import load_trajectories
+    from trajkit.data.files import read_bytes
+    from trajkit.data.io import DataError, load_trajectories
 
     texts: list[str] = []
     for path in paths:
@@ -93,7 +98,10 @@ def corpus_texts(paths: list[str]) -> list[str]:
         try:
             texts.extend(t.text for traj in load_trajectories(path) for t in traj.turns)
         except (ValueError, KeyError):
-            texts.extend(Path(path).read_text(errors="replace").splitlines())
+            try:  # not trajectories: plain text, if it is a regular file that can be read
+                texts.extend(read_bytes(path).decode("utf-8", "replace").splitlines())
+            except DataError as err:
+                raise UsageError(str(err)) from None
     return texts
 
 
@@ -170,7 +178,11 @@ def sft(
         recipe = from_dict(SFTRecipe, raw, where=config or "flags")
     except ConfigError as err:
         raise UsageError(str(err)) from None
+    from trajkit.data.io import DataError
     from trajkit.train.sft import run_sft
 
-    final = run_sft(recipe)
+    try:
+        final = run_sft(recipe)
+    except DataError as err:  # a data file the trainer could not read: one line, as everywhere
+        raise UsageError(str(err)) from None
     print(json.dumps({"model": str(final)}))

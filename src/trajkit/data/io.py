@@ -8,13 +8,14 @@ writes them in any format, atomically. Errors are `DataError`s naming file, reco
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from trajkit.data.files import DataError, atomic_writer, read_text
 from trajkit.data.formats import (
     FORMAT_NAMES,
     ReadOptions,
@@ -29,28 +30,6 @@ from trajkit.data.schema import Trajectory
 DATA_SUFFIXES = (".json", ".jsonl")
 # `owner/name`: what a Hugging Face dataset id looks like.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class DataError(ValueError):
-    """A data problem, located: `str()` is `FILE:RECORD_INDEX:FIELD: message` (`-` where unknown)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        file: str | os.PathLike[str] | None = None,
-        record: int | None = None,
-        field: str | None = None,
-    ) -> None:
-        self.message = message
-        self.file = None if file is None else str(file)
-        self.record = record
-        self.field = field
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        record = "-" if self.record is None else str(self.record)
-        return f"{self.file or '-'}:{record}:{self.field or '-'}: {self.message}"
 
 
 # ---- raw records ---------------------------------------------------------------------------------
@@ -74,6 +53,54 @@ def _json_error(file: str, record: int | None, line: int, column: int, message: 
     )
 
 
+# JSON nested deeper than this is refused: readers walk records recursively.
+MAX_DEPTH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _too_deep(file: str, record: int | None) -> DataError:
+    return DataError(f"nested deeper than {MAX_DEPTH} levels", file=file, record=record, field="json")
+
+
+def _path(node: tuple | None) -> str:
+    parts: list[str] = []
+    while node is not None:
+        node, key = node
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "".join(reversed(parts)).lstrip(".") or "record"
+
+
+def checked_value(value: Any, file: str, record: int | None) -> Any:
+    """`value` after refusing what Python's JSON reader takes but no reader can use: nesting
+    deeper than MAX_DEPTH, numbers that are not finite, and text with a lone surrogate
+    (`\\udc80`: not Unicode, cannot be written as UTF-8)."""
+    # Iterative, and paths are built only for the error: a walk must be cheap and cannot recurse.
+    stack: list[tuple[Any, int, tuple | None]] = [(value, 0, None)]
+    while stack:
+        item, depth, node = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _too_deep(file, record)
+        if isinstance(item, str):
+            found = _SURROGATE.search(item)
+            if found:
+                message = f"text holds a lone surrogate \\u{ord(found.group()):04x} (not valid Unicode)"
+                raise DataError(message, file=file, record=record, field=_path(node))
+        elif isinstance(item, float) and not math.isfinite(item):
+            # NaN / Infinity / 1e999: Python reads them, JSON has no such numbers and NaN compares
+            # false with everything (a NaN reward would be a tie); refused wherever they are.
+            message = f"value is {item}; expected a finite number"
+            raise DataError(message, file=file, record=record, field=_path(node))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _SURROGATE.search(key):
+                    message = "a key holds a lone surrogate (not valid Unicode)"
+                    raise DataError(message, file=file, record=record, field=_path(node))
+                stack.append((child, depth + 1, (node, key)))
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1, (node, i)) for i, child in enumerate(item))
+    return value
+
+
 def _scan_jsonl(text: str, file: str) -> Iterator[tuple[int, Any]]:
     index = 0
     # Split on "\n" only: str.splitlines would also break inside strings at U+2028 and friends.
@@ -81,9 +108,13 @@ def _scan_jsonl(text: str, file: str) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            yield index, json.loads(line)
+            yield index, checked_value(json.loads(line), file, index)
         except json.JSONDecodeError as err:
             yield index, _json_error(file, index, line_number, err.colno, err.msg)
+        except RecursionError:
+            yield index, _too_deep(file, index)
+        except DataError as err:
+            yield index, err
         index += 1
 
 
@@ -101,7 +132,13 @@ def _scan_json_list(text: str, file: str, start: int) -> Iterator[tuple[int, Any
             except json.JSONDecodeError as err:
                 yield index, _json_error(file, index, err.lineno, err.colno, err.msg)
                 return
-            yield index, value
+            except RecursionError:
+                yield index, _too_deep(file, index)
+                return
+            try:
+                yield index, checked_value(value, file, index)
+            except DataError as err:
+                yield index, err
             index += 1
             pos = _skip_space(text, end)
             if pos < len(text) and text[pos] == ",":
@@ -129,18 +166,9 @@ def scan_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
     """
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        yield -1, DataError("no such file", file=file, field="file")
-        return
-    except IsADirectoryError:
-        yield -1, DataError("is a folder, not a file", file=file, field="file")
-        return
-    except UnicodeDecodeError as err:
-        yield -1, DataError(f"not UTF-8 text ({err.reason} at byte {err.start})", file=file, field="file")
-        return
-    except OSError as err:
-        yield -1, DataError(f"cannot read: {err.strerror or err}", file=file, field="file")
+        text = read_text(path)
+    except DataError as err:
+        yield -1, err
         return
     if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
         yield from _scan_jsonl(text, file)
@@ -165,8 +193,14 @@ def scan_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
         else:
             yield 0, _json_error(file, 0, err.lineno, err.colno, err.msg)
         return
+    except RecursionError:
+        yield 0, _too_deep(file, 0)
+        return
     if isinstance(value, dict):
-        yield 0, value
+        try:
+            yield 0, checked_value(value, file, 0)
+        except DataError as err:
+            yield 0, err
         return
     kind = type(value).__name__ if value is not None else "null"
     kind = {"str": "a string", "int": "a number", "float": "a number", "bool": "a boolean"}.get(kind, kind)
@@ -315,12 +349,6 @@ def load_trajectories(
     raise DataError("no such file or folder", file=str(source), field="file")
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_trajectories(
     trajectories: Iterable[Trajectory],
     path: str | os.PathLike[str],
@@ -348,19 +376,8 @@ def write_trajectories(
         text = json.dumps(records, ensure_ascii=False, indent=2) + "\n"
     else:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private; give it the mode a plainly created file would have.
-        os.chmod(temp_name, 0o666 & ~_current_umask())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as fh:
+        fh.write(text)
     return path
 
 

@@ -7,7 +7,7 @@ never see token ids or prompts; the rollout engine owns those.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 
@@ -67,14 +67,17 @@ ICL_INTRO = "Here is an example."
 ICL_HANDOVER = "Now, it's your turn and here is the task.\n"
 
 
-def episode_prefix(instruction: str, first_observation: str, icl: list | None = None) -> list:
+def episode_prefix(
+    instruction: str, first_observation: str, icl: list | None = None, intro: bool = False
+) -> list:
     """The opening turns of a text-env episode, in ETO's layout.
 
     ETO data opens with the env's instruction as a user turn, the agent's "OK", then the task
     (initial observation + goal). Experts and rollouts both start from this, so their prompts
     cannot drift apart. With `icl` (one worked episode as turns, task turn first), the example
-    is replayed as conversation turns between the "OK" and the task, as ETO's evaluation does;
-    its turns are never trained.
+    is replayed as plain conversation turns between the "OK" and the task, as ETO's chat agent
+    sends it; `intro` adds ETO's single-prompt wording around it ("Here is an example." / "Now,
+    it's your turn and here is the task."). Example turns are never trained.
     """
     from trajkit.data.schema import AGENT, TASK, Turn
 
@@ -82,15 +85,37 @@ def episode_prefix(instruction: str, first_observation: str, icl: list | None = 
     if not icl:
         return turns + [Turn(TASK, first_observation)]
     example = [Turn(t.role, t.text, train=False) for t in icl]
+    if not intro:
+        return turns + example + [Turn(TASK, first_observation)]
     example[0] = Turn(example[0].role, f"{ICL_INTRO}\n{example[0].text}", train=False)
     return turns + example + [Turn(TASK, ICL_HANDOVER + first_observation)]
 
 
-def observation_turn(text: str, image: str | None = None):
-    """An environment observation as a turn, prefixed the way ETO's data writes it."""
+ICL_SPAN = "icl_turns"  # trajectory metadata: [start, end) of the example's turns
+
+
+def without_example(turns: list, span: list[int] | tuple[int, int] | None) -> list:
+    """The turns with an in-context example's span removed, and the task turn as the expert data
+    writes it (the intro's handover line dropped): the prompt the policy is trained on."""
+    if not span:
+        return list(turns)
+    start, end = span
+    rest = list(turns[:start]) + list(turns[end:])
+    task = rest[start] if len(rest) > start else None
+    if task is not None and task.text.startswith(ICL_HANDOVER):
+        rest[start] = replace(task, text=task.text[len(ICL_HANDOVER) :])
+    return rest
+
+
+OBSERVATION_PREFIX = "Observation: "  # as ETO's data writes observations; an env may set its own
+
+
+def observation_turn(text: str, image: str | None = None, prefix: str = OBSERVATION_PREFIX):
+    """An environment observation as a turn, prefixed the way ETO's data writes it for the env
+    (an env's `observation_prefix`: WebShop's is "Observation:\n")."""
     from trajkit.data.schema import OBSERVATION, Turn
 
-    return Turn(OBSERVATION, f"Observation: {text}", image=image)
+    return Turn(OBSERVATION, f"{prefix}{text}", image=image)
 
 
 def parse_react_action(agent_text: str) -> str:

@@ -125,6 +125,11 @@ def list_envs() -> list[EnvInfo]:
     return [EnvInfo(name, *_availability(_REGISTRY[name])) for name in sorted(_REGISTRY)]
 
 
+def registered_names() -> list[str]:
+    """Every registered env name, sorted; imports no adapter."""
+    return sorted(_REGISTRY)
+
+
 def env_info(name: str) -> EnvInfo:
     return EnvInfo(name, *_availability(_lookup(name)))
 

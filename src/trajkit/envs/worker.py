@@ -19,7 +19,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from trajkit.envs.base import Observation, StepResult, Task
+from trajkit.envs.base import OBSERVATION_PREFIX, Observation, StepResult, Task
 
 _CONTEXT = "spawn"
 # How long a child gets to exit by itself on close() before it is terminated, then killed.
@@ -50,6 +50,7 @@ def _child_main(conn: Connection, factory: str | Callable[..., Any], kwargs: dic
             "name": getattr(env, "name", None),
             "version": getattr(env, "version", None),
             "instruction": getattr(env, "instruction", None),
+            "observation_prefix": getattr(env, "observation_prefix", OBSERVATION_PREFIX),
         }
         conn.send(("ok", meta))
     except BaseException:
@@ -123,6 +124,10 @@ class EnvWorker:
     @property
     def instruction(self) -> str | None:
         return self._ensure_meta().get("instruction")
+
+    @property
+    def observation_prefix(self) -> str:
+        return self._ensure_meta().get("observation_prefix", OBSERVATION_PREFIX)
 
     def tasks(self, split: str) -> list[Task]:
         self._ensure_started(self.reset_timeout)

@@ -57,10 +57,10 @@ class TextAgents:
 
         return load_sampler(model, template, batch_size)
 
-    def agent(self, renderer, mode: str | None, instruction: str | None, icl):
+    def agent(self, renderer, mode: str | None, instruction: str | None, icl, icl_intro: bool = False):
         from trajkit.rollout.react import ReactAgent
 
-        return ReactAgent(renderer, instruction=instruction, icl=icl)
+        return ReactAgent(renderer, instruction=instruction, icl=icl, icl_intro=icl_intro)
 
     def explore_mode(self) -> str | None:
         return None
@@ -121,7 +121,7 @@ class GuiAgents(TextAgents):
 
         return load_vlm_sampler(model, template, batch_size)
 
-    def agent(self, renderer, mode: str | None, instruction: str | None, icl):
+    def agent(self, renderer, mode: str | None, instruction: str | None, icl, icl_intro: bool = False):
         from trajkit.rollout.aguvis import AguvisAgent
 
         return AguvisAgent(renderer, mode=mode or self.gui.explore_mode, max_images=self.gui.max_images)

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from trajkit.config import ConfigError, apply_overrides, check_partial, from_dict, load_yaml
+from trajkit.envs.faulty import NEED_WORKERS, FaultSpec
 from trajkit.policy.models import LoraSpec
 from trajkit.train.dpo import DPOSettings
 from trajkit.train.sft import SFTSettings
 
 PLAN_MODES = ("enforced_plan", "self_plan")
+CONTEXT_OVERFLOW = ("truncate", "end")
 RUN_OWNED = ("template", "lora", "seed")  # set under model: / seed:, for every training stage
 
 
@@ -39,6 +41,9 @@ class EnvSection:
     # Where rollouts take their first user turn from: "expert" (the expert data's, when all its
     # trajectories share one; training and evaluation prompts then cannot drift) or "env".
     instruction_from: str = "expert"
+    # Failures injected into rollout envs on purpose (`envs.faulty`: crash, hang, exception,
+    # garbage, slow_reset on a fraction of calls), to measure how a run survives them.
+    faults: FaultSpec | None = None
 
 
 @dataclass
@@ -55,24 +60,48 @@ class ExpertSection:
     paths: list[str] = field(default_factory=list)
     format: str = "auto"
     limit: int | None = None
+    # Replay expert data files in the env (envs.verify: ReAct "Action:" turns) and drop records
+    # whose actions do not win; the expert stage's DONE counts them. Oracle episodes are played already.
+    verify: bool = False
 
 
 @dataclass
 class ExploreSection:
     n_samples: int = 1
-    temperature: float = 1.0
+    # ETO explores greedily (its FastChat agent sends top_p=0, which FastChat decodes greedily
+    # whatever the temperature). A temperature > 0 samples instead: a deviation from ETO.
+    temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 96
     batch_size: int = 32
     limit: int | None = None  # train tasks explored per round (None: every expert task)
     max_steps: int | None = None  # None: each task's own step budget
+    # Prompt + new tokens, for exploration and evaluation. A longer episode drops its oldest turns
+    # (instruction, example and task stay; recorded in the trajectory) as FastChat does
+    # (`context_overflow: truncate`), or ends (`end`).
     max_context: int = 4096
+    context_overflow: str = "truncate"
+    # One worked example episode before the task, as plain conversation turns (ETO explores and
+    # evaluates with it; pairs leave it out). `icl_intro` wraps it in "Here is an example." /
+    # "Now, it's your turn..." (ETO's single-prompt form; not what its chat agent sends).
+    icl: bool = False
+    icl_intro: bool = False
 
 
 @dataclass
 class PairsSection:
     strategy: str = "trajectory"
-    extra_turns: int = 5
+    # The rejected side keeps the expert's agent turns + this many (ETO on WebShop and
+    # ScienceWorld: 5); null keeps the whole failed episode (ETO on ALFWorld).
+    extra_turns: int | None = 5
+    # strategy step_mc (IPR-style step pairs, `rollout.steps`): expert tasks probed per round
+    # (null: every explored one), steps probed per task (null: all), continuations per step and
+    # their temperature (0: greedy, one is enough), and the return gap a pair needs.
+    probe_tasks: int | None = None
+    probe_steps: int | None = None
+    probe_samples: int = 1
+    probe_temperature: float = 0.0
+    margin: float = 0.0
 
 
 @dataclass
@@ -83,9 +112,10 @@ class EvalSection:
     batch_size: int = 32
     max_steps: int | None = None  # None: each task's own step budget
     allow_overlap: bool = False
-    # Show one worked example episode before each test task, as ETO's evaluation does (envs that
-    # provide `icl_turns(task)`); exploration never uses it, so pairs share the expert's prompt.
+    # One worked example episode before each test task, as ETO's evaluation does (envs that
+    # provide `icl_turns(task)`); see ExploreSection.
     icl: bool = False
+    icl_intro: bool = False
 
 
 @dataclass
@@ -94,8 +124,8 @@ class GuiSection:
 
     `model.base: tiny` builds a tiny Qwen2-VL of `model.tiny_size` (xs, s) from the expert corpus;
     else a Qwen2-VL-family folder or hub id. The `sft` section holds what both SFT stages share;
-    `stage1` / `stage2` override it for grounding and planning (the vision tower is frozen unless
-    a stage sets `freeze_vision: false`).
+    `stage1` / `stage2` override it for grounding and planning (the vision encoder is frozen and its
+    merger trained, as AGUVIS, unless a stage sets `freeze_vision: false` / `train_merger: false`).
     """
 
     stage1: dict[str, Any] = field(default_factory=dict)  # SFTSettings overrides, grounding
@@ -125,6 +155,9 @@ class RunConfig:
     rft_sft: dict[str, Any] = field(default_factory=dict)  # SFTSettings overrides for that baseline
     eval: EvalSection = field(default_factory=EvalSection)
     gui: GuiSection | None = None  # set: a GUI-agent run (see GuiSection)
+    # Experiment tracker of the loop and the trainers: none, tensorboard, wandb or trackio (offline /
+    # local unless WANDB_MODE / TRACKIO_SPACE_ID say otherwise; see pipeline.tracking).
+    report_to: str = "none"
 
     def sft_settings(self, overrides: dict[str, Any] | None = None) -> SFTSettings:
         return dataclasses.replace(self.sft, **(overrides or {}))
@@ -144,9 +177,53 @@ def check_run_config(cfg: RunConfig, where: str) -> RunConfig:
 
     need(cfg.dpo_reference in ("round_start", "sft"), "dpo_reference", "must be round_start or sft")
     need(cfg.env.instruction_from in ("expert", "env"), "env.instruction_from", "must be expert or env")
+    from trajkit.envs.registry import registered_names
+
+    known = registered_names()
+    need(cfg.env.name in known, "env.name", f"{cfg.env.name!r} is not an env; registered: {', '.join(known)}")
+    need(cfg.env.step_timeout > 0, "env.step_timeout", "must be > 0")
+    need(cfg.env.reset_timeout > 0, "env.reset_timeout", "must be > 0")
+    stopping = sorted(set(cfg.env.faults.kinds) & set(NEED_WORKERS)) if cfg.env.faults else []
+    need(
+        not stopping or cfg.env.workers,
+        "env.faults.kinds",
+        f"{', '.join(stopping)} would stop the run itself; they need env.workers: true",
+    )
+    need(cfg.seed >= 0, "seed", "must be >= 0")
+    if cfg.model.base == "tiny":
+        from trajkit.policy.tiny import SIZES
+        from trajkit.policy.tiny_vlm import VLM_SIZES
+
+        sizes = VLM_SIZES if cfg.gui is not None else SIZES
+        need(cfg.model.tiny_size in sizes, "model.tiny_size", f"must be one of {', '.join(sizes)}")
+    from trajkit.data.formats import FORMAT_NAMES
+
+    formats = ("auto", *FORMAT_NAMES)
+    need(cfg.expert.format in formats, "expert.format", f"must be one of {', '.join(formats)}")
+    need(cfg.expert.limit is None or cfg.expert.limit >= 0, "expert.limit", "must be >= 0")
+    need(
+        cfg.expert.source == "oracle" or bool(cfg.expert.paths),
+        "expert.paths",
+        "is empty; give expert data files, or expert.source: oracle",
+    )
     need(cfg.rounds >= 0, "rounds", "must be >= 0")
     need(cfg.pairs.strategy in STRATEGIES, "pairs.strategy", f"must be one of {', '.join(STRATEGIES)}")
-    need(cfg.pairs.extra_turns >= 0, "pairs.extra_turns", "must be >= 0")
+    need(cfg.pairs.extra_turns is None or cfg.pairs.extra_turns >= 0, "pairs.extra_turns", "must be >= 0")
+    need(cfg.pairs.probe_tasks is None or cfg.pairs.probe_tasks >= 1, "pairs.probe_tasks", "must be >= 1")
+    need(cfg.pairs.probe_steps is None or cfg.pairs.probe_steps >= 1, "pairs.probe_steps", "must be >= 1")
+    need(cfg.pairs.probe_samples >= 1, "pairs.probe_samples", "must be >= 1")
+    need(cfg.pairs.probe_temperature >= 0, "pairs.probe_temperature", "must be >= 0")
+    need(0 <= cfg.pairs.margin < 1, "pairs.margin", "must be in [0, 1)")
+    need(
+        cfg.pairs.strategy != "step_mc" or cfg.gui is None,
+        "pairs.strategy",
+        "step_mc is for text agents (GUI episodes cannot be replayed to a step yet)",
+    )
+    need(
+        cfg.explore.context_overflow in CONTEXT_OVERFLOW,
+        "explore.context_overflow",
+        f"must be one of {', '.join(CONTEXT_OVERFLOW)}",
+    )
     for name, sec in (("explore", cfg.explore), ("eval", cfg.eval)):
         need(sec.batch_size >= 1, f"{name}.batch_size", "must be >= 1")
         need(sec.max_new_tokens >= 1, f"{name}.max_new_tokens", "must be >= 1")
@@ -154,6 +231,11 @@ def check_run_config(cfg: RunConfig, where: str) -> RunConfig:
         need(sec.max_steps is None or sec.max_steps >= 1, f"{name}.max_steps", "must be >= 1")
     need(cfg.explore.n_samples >= 1, "explore.n_samples", "must be >= 1")
     need(cfg.explore.temperature >= 0, "explore.temperature", "must be >= 0")
+    need(
+        cfg.explore.n_samples == 1 or cfg.explore.temperature > 0,
+        "explore.n_samples",
+        "> 1 needs explore.temperature > 0 (greedy samples of one task are all the same)",
+    )
     need(0 < cfg.explore.top_p <= 1, "explore.top_p", "must be in (0, 1]")
     need(cfg.explore.max_context >= 1, "explore.max_context", "must be >= 1")
     need(bool(cfg.eval.splits), "eval.splits", "is empty")
@@ -241,4 +323,8 @@ def config_to_yaml(cfg: RunConfig) -> str:
     data = asdict(cfg)
     if data.get("gui") is None:
         data.pop("gui", None)  # text runs: the saved config reads as it always did
+    if data["env"].get("faults") is None:
+        data["env"].pop("faults", None)  # likewise for runs without injected faults
+    if data.get("report_to") == "none":
+        data.pop("report_to")  # likewise: runs without a tracker keep their saved config
     return yaml.safe_dump(data, sort_keys=False)

@@ -8,6 +8,7 @@ read back, never redone. `rollouts()` and `evaluate()` are also what `trajkit ex
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -18,9 +19,11 @@ from typing import Any
 
 from trajkit.config import ConfigError
 from trajkit.data.schema import Trajectory
-from trajkit.envs.base import Task, split_overlap
+from trajkit.envs.base import ICL_SPAN, Task, split_overlap, without_example
 from trajkit.pipeline.agents import TextAgents, agent_kind
 from trajkit.pipeline.config import RunConfig
+from trajkit.pipeline.envs import EnvSettingError, make_rollout_env, make_run_env
+from trajkit.pipeline.progress import Console
 from trajkit.pipeline.stage import Stage, read_jsonl, write_if_changed, write_jsonl
 from trajkit.policy.backends import Sampling
 
@@ -36,6 +39,8 @@ class RunContext:
     instruction_override: str | None = None  # outside a run: the model card's instruction
     _env: Any = None
     _pool: list = field(default_factory=list)
+    splits_checked: bool = False
+    console: Console = field(default_factory=Console)  # progress lines (and log.txt inside a run)
 
     def __post_init__(self):
         self.kind: TextAgents = agent_kind(self.cfg)
@@ -45,29 +50,17 @@ class RunContext:
         return Path(self.cfg.run_dir)
 
     def env(self):
-        """The env that lists tasks and runs the oracle."""
+        """The env that lists tasks and runs the oracle (never with injected faults)."""
         if self._env is None:
-            from trajkit.envs.registry import make_env
-
-            self._env = make_env(self.cfg.env.name, **self.cfg.env.kwargs)
+            self._env = make_run_env(self.cfg.env.name, self.cfg.env.kwargs)
         return self._env
 
     def rollout_envs(self, n: int) -> list:
         """`n` envs for a rollout, from a pool kept for the whole run (a simulator or browser
         start costs seconds; `reset(task)` starts every episode afresh)."""
-        from trajkit.envs.registry import make_env
-
-        section = self.cfg.env
-        kwargs = {**section.kwargs, **self.kind.env_kwargs(self.dir)}
+        kwargs = {**self.cfg.env.kwargs, **self.kind.env_kwargs(self.dir)}
         while len(self._pool) < n:
-            if section.workers:
-                from trajkit.envs.worker import EnvWorker
-
-                self._pool.append(
-                    EnvWorker(section.name, kwargs, section.step_timeout, section.reset_timeout)
-                )
-            else:
-                self._pool.append(make_env(section.name, **kwargs))
+            self._pool.append(make_rollout_env(self.cfg.env, kwargs))
         return self._pool[:n]
 
     def close(self) -> None:
@@ -93,12 +86,15 @@ class RunContext:
     def icl_source(self):
         env = self.env()
         if not hasattr(env, "icl_turns"):
-            raise ConfigError(f"eval.icl: env {self.cfg.env.name!r} has no in-context example")
+            raise ConfigError(f"icl: env {self.cfg.env.name!r} has no in-context example")
         return env.icl_turns
 
 
 # --- checks before any stage ----------------------------------------------------------------------
 def prepare_dir(ctx: RunContext, config_text: str) -> None:
+    # What the env refuses (its settings, a split, overlapping splits) ends the run before its
+    # config is saved as the folder's: the fixed recipe must not be refused as a different one.
+    check_splits(ctx)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     saved = ctx.dir / "config.yaml"
     if saved.exists() and saved.read_text() != config_text:
@@ -110,14 +106,21 @@ def prepare_dir(ctx: RunContext, config_text: str) -> None:
 
 
 def check_splits(ctx: RunContext) -> None:
+    if ctx.splits_checked:
+        return
     env = ctx.env()
     for split in ctx.cfg.eval.splits:
-        overlap = split_overlap(env, "train", split)
+        try:
+            overlap = split_overlap(env, "train", split)
+        except (KeyError, ValueError) as err:  # an unknown split (a KeyError's str() is quoted)
+            message = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise EnvSettingError(f"eval.splits: {message}") from None
         if overlap and not ctx.cfg.eval.allow_overlap:
             raise ConfigError(
                 f"{len(overlap)} {split} task(s) are also training tasks (e.g. {overlap[0]}); "
                 "evaluation would be dishonest. Set eval.allow_overlap: true to proceed anyway"
             )
+    ctx.splits_checked = True
 
 
 # --- stages -----------------------------------------------------------------------------------------
@@ -153,12 +156,24 @@ def expert_stage(ctx: RunContext) -> Path:
         if resolve is not None:
             for t in trajs:
                 t.task_id = resolve(t) or t.task_id
+    verified: dict[str, Any] = {}
+    if expert.verify and expert.source != "oracle":  # oracle episodes were just played in the env
+        from trajkit.envs.verify import verify_trajectories
+
+        results = verify_trajectories(ctx.env(), trajs)
+        dropped = [r.id for r in results if not r.passed]
+        trajs = [t for t, r in zip(trajs, results, strict=True) if r.passed]
+        verified = {"verified": len(trajs), "dropped_unplayable": len(dropped), "dropped_ids": dropped}
+        if dropped:
+            reason = next(r for r in results if not r.passed).line()
+            ctx.log(f"[expert] dropped {len(dropped)} unplayable demonstrations (e.g. {reason})")
     write_jsonl(work / "expert.jsonl", trajs)
     stage.commit(
         {
             "trajectories": len(trajs),
             "success": sum(bool(t.success) for t in trajs),
             "seconds": round(time.perf_counter() - t0, 1),
+            **verified,
         }
     )
     ctx.log(f"[expert] {len(trajs)} expert trajectories")
@@ -241,22 +256,24 @@ def rollouts(
     policy_id: str,
     max_steps: int | None,
     mode: str | None = None,
-    icl: bool = False,
-    progress: Callable[[str], None] | None = None,
+    icl: str = "none",
+    progress: Callable[[Any], None] | None = None,  # gets a rollout.engine.RolloutProgress
 ) -> list[Trajectory]:
     """Roll `model` out on `tasks` into `out_path` (resumes what is there) with the run's agent
-    protocol, sampler and envs."""
+    protocol, sampler and envs. `icl`: none, plain or intro (see `icl_style`)."""
     from trajkit.rollout import RolloutConfig, run_rollouts
 
     width = ctx.kind.rollout_width(batch_size)
     backend, renderer = ctx.kind.load_sampler(model, ctx.cfg.model.template, width)
-    agent = ctx.kind.agent(renderer, mode, ctx.instruction(), ctx.icl_source() if icl else None)
+    example = ctx.icl_source() if icl != "none" else None
+    agent = ctx.kind.agent(renderer, mode, ctx.instruction(), example, icl_intro=icl == "intro")
     config = RolloutConfig(
         n_samples=n_samples,
         sampling=sampling,
         batch_size=width,
         max_steps=max_steps,
         max_context=ctx.cfg.explore.max_context,
+        context_overflow=ctx.cfg.explore.context_overflow,
         policy_id=policy_id,
     )
     envs = ctx.rollout_envs(min(width, max(1, len(tasks) * n_samples)))
@@ -274,26 +291,31 @@ def rollout_stage(
     policy_id: str,
     max_steps: int | None,
     mode: str | None = None,
-    icl: bool = False,
+    icl: str = "none",
 ) -> list[Trajectory]:
     stage = Stage(ctx.dir, name)
     if stage.done:
         return read_jsonl(stage.final / "rollouts.jsonl")
     work = stage.begin()
     t0 = time.perf_counter()
-    last = [0.0]
-
-    def progress(msg: str) -> None:
-        if time.perf_counter() - last[0] > 10:
-            last[0] = time.perf_counter()
-            ctx.log(f"[{name}] {msg}")
-
+    progress = ctx.console.rollouts(name)
     trajs = rollouts(
         ctx, work / "rollouts.jsonl", model, tasks, sampling, batch_size, n_samples, policy_id, max_steps,
         mode, icl, progress,
     )  # fmt: skip
     steps = sum(t.metadata.get("steps", 0) for t in trajs)
     summary = {"episodes": len(trajs), "seconds": round(time.perf_counter() - t0, 1), "env_steps": steps}
+    # For tracking (pipeline.tracking): success and sampled tokens, so speeds need no re-read.
+    summary["success"] = sum(bool(t.success) for t in trajs)
+    summary["agent_tokens"] = sum(len(u.token_ids or ()) for t in trajs for u in t.agent_turns)
+    from trajkit.rollout.engine import accounting
+
+    summary.update(accounting(trajs))  # every episode: finished, failed with an env error, retried
+    if summary["env_errors"] or summary["retried"]:
+        ctx.log(
+            f"[{name}] {len(trajs)} episodes: {summary['finished']} finished, "
+            f"{summary['env_errors']} failed with an env error, {summary['retried']} retried"
+        )
     stage.commit({**summary, **({"mode": mode} if mode else {})})
     return trajs
 
@@ -323,7 +345,15 @@ def explore_stage(ctx: RunContext, round_no: int, policy: str, tasks: list[Task]
         f"round-{round_no - 1}" if round_no > 1 else "sft",
         ex.max_steps,
         ctx.kind.explore_mode(),
+        icl=icl_style(ex),
     )
+
+
+def icl_style(section) -> str:
+    """How a rollout shows the in-context example: none, plain (ETO's chat turns) or intro."""
+    if not section.icl:
+        return "none"
+    return "intro" if section.icl_intro else "plain"
 
 
 def eval_stage(ctx: RunContext, name: str, model: str, policy_id: str) -> dict[str | None, dict]:
@@ -347,7 +377,7 @@ def eval_stage(ctx: RunContext, name: str, model: str, policy_id: str) -> dict[s
                 f"{policy_id}-{mode}" if mode else policy_id,
                 ev.max_steps,
                 mode,
-                icl=ev.icl,
+                icl=icl_style(ev),
             )
             m = results[mode][split] = summarize(trajs)
             label = f"{mode} {split}" if mode else split
@@ -368,7 +398,12 @@ def rft_stage(ctx: RunContext, sft_model: str, explored: list[Trajectory]) -> st
         model = stage.final / "model"
         return str(model) if model.is_dir() else None
     work = stage.begin()
-    successes = [t for t in explored if t.success]
+    # Trained on the expert data's prompt: an in-context example a rollout was shown is left out.
+    successes = [
+        dataclasses.replace(t, turns=without_example(t.turns, t.metadata.get(ICL_SPAN)))
+        for t in explored
+        if t.success
+    ]
     if not successes:
         stage.commit({"skipped": "no successful explorations"})
         ctx.log("[rft] no successful explorations: baseline skipped")
@@ -381,16 +416,28 @@ def rft_stage(ctx: RunContext, sft_model: str, explored: list[Trajectory]) -> st
     return str(stage.final / "model")
 
 
-def pairs_stage(ctx: RunContext, round_no: int, expert_path: Path, explored: list[Trajectory]) -> Path:
-    from trajkit.pairs import build_pairs
+def pairs_stage(
+    ctx: RunContext, round_no: int, expert_path: Path, explored: list[Trajectory], probes: Path | None = None
+) -> Path:
+    """The round's pairs: ETO's trajectory pairs from `explored`, or (strategy step_mc) step pairs
+    from the scored step probes in `probes` (`pipeline.probes.step_probe_stage`)."""
+    from trajkit.pairs import build_pairs, step_pairs
 
     stage = Stage(ctx.dir, f"round-{round_no}/pairs")
     path = stage.final / "pairs.jsonl"
     if stage.done:
         return path
-    work = stage.begin()
-    expert = ctx.kind.pair_expert(read_jsonl(expert_path))
-    result = build_pairs(explored, expert, ctx.cfg.pairs.strategy, ctx.cfg.pairs.extra_turns)
+    if ctx.cfg.pairs.strategy == "step_mc":
+        if probes is None:
+            raise ValueError("pairs_stage: strategy step_mc needs the round's scored step probes")
+        with probes.open(encoding="utf-8") as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+        work = stage.begin()
+        result = step_pairs(records, ctx.cfg.pairs.margin)
+    else:
+        work = stage.begin()
+        expert = ctx.kind.pair_expert(read_jsonl(expert_path))
+        result = build_pairs(explored, expert, ctx.cfg.pairs.strategy, ctx.cfg.pairs.extra_turns)
     with (work / "pairs.jsonl").open("w", encoding="utf-8") as fh:
         for pair in result.pairs:
             fh.write(json.dumps(pair, ensure_ascii=False) + "\n")

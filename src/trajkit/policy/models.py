@@ -17,6 +17,14 @@ class LoraSpec:
     dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"
 
+    def __post_init__(self) -> None:  # refused when the recipe is read, not deep inside PEFT
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"lora.r: must be an integer >= 1, got {self.r!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"lora.alpha: must be > 0, got {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout: must be in [0, 1), got {self.dropout!r}")
+
     def to_peft(self):
         from peft import LoraConfig
 

@@ -8,6 +8,15 @@ image processor only turns screenshots into `pixel_values` + `image_grid_thw`. (
 
 `VLMBackend` samples from it through the decode loop every HF backend shares (`policy.decode`).
 The tiny VLM made locally lives in `policy.tiny_vlm`; its names are re-exported here.
+
+Pixel budget: `load_vlm(..., min_pixels=, max_pixels=)` sets the image processor's resize range
+(each 28x28 cell of the resized screenshot is one visual token). AGUVIS trains with
+`AGUVIS_MIN_PIXELS` (256 cells) and `AGUVIS_MAX_PIXELS` (46x26 cells, "720p"); the budget is saved
+with the model's image processor, so sampling from a trained folder sizes screenshots the same way.
+
+Freezing (`freeze_vision`): as AGUVIS's `--freeze_visual_encoder`, the vision encoder's patch
+embedding and blocks are frozen and its merger (the projector into the language model's width) is
+trained; `train_merger=False` freezes the merger too.
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ from trajkit.policy.tiny_vlm import (  # noqa: F401  re-exported: imported from 
 from trajkit.render import Renderer
 
 VISION_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+# AGUVIS's image budget (its train.py): at least 256 and at most 46x26 cells of 28x28 pixels.
+AGUVIS_MIN_PIXELS = 256 * 28 * 28
+AGUVIS_MAX_PIXELS = 46 * 26 * 28 * 28
 
 
 def is_vision_model(name_or_path: str) -> bool:
@@ -129,8 +141,10 @@ class VLM:
     image_processor: Any
     template: str
 
-    def renderer(self) -> Renderer:
-        return Renderer(self.tokenizer, self.template, image_tokens=ImageTokenCounter(self.image_processor))
+    def renderer(self, mask: str = "agent") -> Renderer:
+        """The renderer for this model; `mask` is the loss-mask mode (`render.MASK_MODES`)."""
+        counter = ImageTokenCounter(self.image_processor)
+        return Renderer(self.tokenizer, self.template, image_tokens=counter, mask=mask)
 
     def stop_ids(self) -> list[int]:
         """End of turn and AGUVIS's `<|diff_marker|>`: either ends a sampled turn."""
@@ -153,22 +167,52 @@ def _card_template(path: str) -> str | None:
     return None
 
 
+def check_pixel_budget(min_pixels: int | None, max_pixels: int | None) -> None:
+    """Refuse a resize range that is not one: each bound a positive integer, min <= max."""
+    for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}: must be a positive integer or null, got {value!r}")
+    if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels})")
+
+
+def load_image_processor(name_or_path: str, min_pixels: int | None = None, max_pixels: int | None = None):
+    """The checkpoint's image processor, its resize range replaced where a bound is given."""
+    from transformers import AutoImageProcessor
+
+    check_pixel_budget(min_pixels, max_pixels)
+    budget = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+    processor = AutoImageProcessor.from_pretrained(name_or_path, **budget)
+    size = getattr(processor, "size", None) or {}
+    lo, hi = size.get("shortest_edge"), size.get("longest_edge")
+    if budget and lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"{name_or_path}: pixel budget min {lo} > max {hi} after applying {budget}")
+    return processor
+
+
 def load_vlm(
-    name_or_path: str, *, dtype: str = "auto", template: str | None = None, gui_tokens: bool = True
+    name_or_path: str,
+    *,
+    dtype: str = "auto",
+    template: str | None = None,
+    gui_tokens: bool = True,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> VLM:
     """Load a Qwen2-VL-family checkpoint (hub id, needs internet, or folder) for training or sampling.
 
     `gui_tokens` adds AGUVIS's `<|recipient|>` / `<|diff_marker|>` as special tokens when the
     tokenizer lacks them (new embedding rows start at the mean of the old ones). The template is
-    the trajkit card's, else `qwen2` (Qwen2-VL's ChatML with vision spans).
+    the trajkit card's, else `qwen2` (Qwen2-VL's ChatML with vision spans). `min_pixels` /
+    `max_pixels` replace the image processor's resize range (None: the checkpoint's own).
     """
-    from transformers import AutoImageProcessor, AutoModelForImageTextToText
+    from transformers import AutoModelForImageTextToText
 
     from trajkit.gui.tokens import add_gui_special_tokens
     from trajkit.policy.models import load_tokenizer, resolve_dtype
 
     tokenizer = load_tokenizer(name_or_path)
-    image_processor = AutoImageProcessor.from_pretrained(name_or_path)
+    image_processor = load_image_processor(name_or_path, min_pixels, max_pixels)
     model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=resolve_dtype(dtype))
     model_type = getattr(model.config, "model_type", "")
     if model_type not in VISION_MODEL_TYPES:
@@ -192,10 +236,28 @@ def vision_tower(model: Any) -> Any:
     return tower
 
 
-def freeze_vision(model: Any) -> int:
-    """Freeze the vision tower, merger included, as AGUVIS trains; returns the parameters frozen."""
+def merger_name(model: Any) -> str | None:
+    """The qualified module name of the vision tower's merger (projector), if it has one."""
+    merger = getattr(vision_tower(model), "merger", None)
+    if merger is None:
+        return None
+    return next((name for name, module in model.named_modules() if module is merger), None)
+
+
+def freeze_vision(model: Any, train_merger: bool = True) -> int:
+    """Freeze the vision encoder as AGUVIS does (`--freeze_visual_encoder`): patch embedding and
+    blocks fixed, the merger (projector into the text width) left trainable unless `train_merger`
+    is False. Returns the number of parameters frozen."""
+    tower = vision_tower(model)
+    merger = getattr(tower, "merger", None) if train_merger else None
+    if train_merger and merger is None:
+        raise ValueError(f"{type(tower).__name__} has no merger to keep trainable")
+    keep = {id(p) for p in merger.parameters()} if merger is not None else set()
     n = 0
-    for p in vision_tower(model).parameters():
+    for p in tower.parameters():
+        if id(p) in keep:
+            p.requires_grad_(True)
+            continue
         p.requires_grad_(False)
         n += p.numel()
     return n

@@ -242,10 +242,11 @@ def plot_pairs(summary: dict[str, Any], path: str | Path) -> Path | None:
 
 def write_report(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write summary.json, metrics.json, the plots and report.md; return report.md's path."""
+    from trajkit.data.files import write_text_atomic
+
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics_table(summary), indent=2) + "\n")
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics_table(summary), indent=2) + "\n")
     images: list[tuple[str, str]] = []
     for alt, name, plot in (("success", SUCCESS_PNG, plot_success), ("pairs", PAIRS_PNG, plot_pairs)):
         target = run_dir / name
@@ -254,5 +255,7 @@ def write_report(run_dir: str | Path, summary: dict[str, Any]) -> Path:
         elif target.exists():
             target.unlink()  # left by an earlier write that had data for it
     path = run_dir / "report.md"
-    path.write_text(render_report(summary, images))
+    write_text_atomic(path, render_report(summary, images))
+    # Last: a run whose summary.json is there and current has every other report file whole.
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return path

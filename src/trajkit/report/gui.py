@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from trajkit.data.files import write_text_atomic
 from trajkit.data.schema import AGENT
 from trajkit.report import metrics_table, new_figure, plot_pairs, plot_success, render_report
 
@@ -182,9 +183,8 @@ def write_gui_report(
     run_dir.mkdir(parents=True, exist_ok=True)
     text_summary = {k: v for k, v in summary.items() if k != "gui"}
     table = plan_mode_table(summary)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     metrics = {**metrics_table(text_summary), "plan_modes": table}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
     images: list[tuple[str, str]] = []
     for alt, name, plot in (("success", "success.png", plot_success), ("pairs", "pairs.png", plot_pairs)):
@@ -247,5 +247,7 @@ def write_gui_report(
             lines += [f"- task `{pair.get('task_id')}`", "", f"  ![{pair.get('task_id')}]({name})", ""]
 
     path = run_dir / "report.md"
-    path.write_text(render_report(text_summary, images).rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    write_text_atomic(path, render_report(text_summary, images).rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    # Last: a run whose summary.json is there and current has every other report file whole.
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return path

@@ -13,7 +13,16 @@ Both agent turns are stored with their recipients and exact token ids (the force
 followed by the sampled ids), so DPO trains on what was sampled. The env gets the `os` turn's text
 (it extracts the code itself, as data, never executed). Every observation turn keeps its
 screenshot in the stored trajectory; `max_images` caps the screenshots shown in a prompt (the most
-recent ones, as AGUVIS does; older observation turns keep their text, the image replaced by a note).
+recent ones; older observation turns keep their text, the image replaced by a note).
+
+`prompt_style` picks what a prompt shows. `trajkit` (default): the episode so far, one growing
+conversation, so each prompt is a prefix of the stored trajectory (what DPO trains on is what was
+sampled). `aguvis`: AGUVIS's own inference format (`gui.prompts.aguvis_step_turns`, the layout its
+checkpoints were trained on): every step a fresh conversation of AGUVIS's agent system message
+(plugin functions listed) and one user turn with the current screenshot only, the task and the
+earlier steps' low-level instructions as "Previous actions"; the step's own plan turn follows when
+the code turn is generated. The stored trajectory keeps the whole episode either way, so rollouts
+in `aguvis` style are for evaluating a policy: their prompts are not a prefix of that record.
 """
 
 from __future__ import annotations
@@ -23,8 +32,8 @@ from typing import Any
 
 from trajkit.data.schema import AGENT, OBSERVATION, SYSTEM, TASK, Turn
 from trajkit.envs.base import Observation, StepResult
-from trajkit.gui.prompts import GUI_SYSTEM_PROMPT
-from trajkit.gui.reasoning import RECIPIENT_ALL, RECIPIENT_OS
+from trajkit.gui.prompts import GUI_SYSTEM_PROMPT, aguvis_step_turns, aguvis_system_message
+from trajkit.gui.reasoning import RECIPIENT_ALL, RECIPIENT_OS, split_monologue
 from trajkit.gui.tokens import (
     DIFF_MARKER,
     IM_END,
@@ -37,6 +46,8 @@ from trajkit.gui.tokens import (
 from trajkit.rollout.engine import Episode, Generate
 
 PLAN_MODES = ("enforced_plan", "self_plan")
+PROMPT_STYLES = ("trajkit", "aguvis")
+_STYLE_DEFAULT: Any = object()  # `system` not given: the prompt style's own system message
 HEADER = f"<|im_start|>assistant{RECIPIENT}"
 OMITTED = "[earlier screenshot not shown]"
 
@@ -76,6 +87,37 @@ def cap_images(turns: list[Turn], max_images: int | None) -> list[Turn]:
     return out[::-1]
 
 
+def _step_instruction(turns: list[Turn]) -> str:
+    """What AGUVIS lists for a finished step: its low-level instruction, else its code."""
+    code = next((t.text for t in reversed(turns) if t.recipient != RECIPIENT_ALL), "")
+    for turn in turns:
+        if turn.recipient == RECIPIENT_ALL:
+            try:
+                instruction = split_monologue(turn.text).get("instruction")
+            except ValueError:
+                instruction = None
+            if instruction:
+                return instruction
+    return code.strip() or "(no action)"
+
+
+def aguvis_prompt_turns(turns: list[Turn], goal: str, system: str | None) -> list[Turn]:
+    """An episode's next prompt in AGUVIS's format: the step prompt over the latest screenshot,
+    earlier steps as "Previous actions", then the current step's agent turns so far."""
+    last = max((i for i, t in enumerate(turns) if t.role != AGENT), default=-1)
+    image = next((t.image for t in reversed(turns[: last + 1]) if t.image and t.role != SYSTEM), None)
+    if isinstance(image, list):
+        image = image[-1] if image else None
+    steps: list[list[Turn]] = []
+    for i, turn in enumerate(turns[: last + 1]):
+        if turn.role == AGENT:
+            if i == 0 or turns[i - 1].role != AGENT:
+                steps.append([])
+            steps[-1].append(turn)
+    previous = [_step_instruction(step) for step in steps]
+    return [*aguvis_step_turns(goal, previous, image, system), *turns[last + 1 :]]
+
+
 def read_agent_turn(ids: list[int], forced: list[int], decode, recipient: str | None = None) -> Turn:
     """An agent turn from the forced prefix ids + sampled ids; the recipient is the text before the
     first newline when not forced (self plan: anything but `all` is taken as `os`)."""
@@ -105,17 +147,27 @@ class AguvisAgent:
         renderer: Any,
         mode: str = "enforced_plan",
         max_images: int | None = None,
-        system: str | None = GUI_SYSTEM_PROMPT,
+        system: str | None = _STYLE_DEFAULT,
+        prompt_style: str = "trajkit",
     ):
         """`renderer`: the VLM's renderer (with `image_tokens`); `mode`: enforced_plan | self_plan;
-        `max_images`: screenshots kept in a prompt, most recent first (None: all); `system`: the
-        system turn of every episode ("" or None: none)."""
+        `max_images`: screenshots kept in a prompt, most recent first (None: all; `aguvis` style
+        shows one); `system`: the system turn of every episode ("" or None: none; not given: the
+        GUI prompt, or in `aguvis` style AGUVIS's agent system message with its plugin functions);
+        `prompt_style`: trajkit | aguvis (see the module doc)."""
         if mode not in PLAN_MODES:
             raise ValueError(f"unknown GUI rollout mode {mode!r}; choose one of {', '.join(PLAN_MODES)}")
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(
+                f"unknown prompt style {prompt_style!r}; choose one of {', '.join(PROMPT_STYLES)}"
+            )
+        if system is _STYLE_DEFAULT:
+            system = aguvis_system_message() if prompt_style == "aguvis" else GUI_SYSTEM_PROMPT
         self.renderer = renderer
         self.mode = mode
         self.max_images = max_images
         self.system = system
+        self.prompt_style = prompt_style
         # A (small, random) policy can sample vision-span tokens; in a prompt they would stand for
         # an image that is not there, so a turn is cut before the first one (counted in metadata).
         self.vision_ids = {i for t in (VISION_START, IMAGE_PAD, VISION_END) for i in renderer.encode(t)}
@@ -128,6 +180,8 @@ class AguvisAgent:
     def open(self, ep: Episode, obs: Observation) -> list[Turn]:
         ep.info["mode"] = self.mode
         ep.info["utterance"] = obs.instruction or obs.text.split("\n", 1)[0]
+        if self.prompt_style != "trajkit":
+            ep.info["prompt_style"] = self.prompt_style
         if "task_name" in ep.task.spec:  # per-task success in `evaluate.summarize`
             ep.info["family"] = ep.task.spec["task_name"]
         return gui_episode_prefix(obs, self.system)
@@ -135,7 +189,7 @@ class AguvisAgent:
     def _generate(self, eps: list[Episode], forced: list[int], phase: int, generate: Generate):
         prompts = []
         for ep in eps:
-            rendered = self.renderer.prompt(cap_images(ep.turns, self.max_images), assistant_header=HEADER)
+            rendered = self.renderer.prompt(self.prompt_turns(ep), assistant_header=HEADER)
             prompts.append((rendered.input_ids + list(forced), list(rendered.images)))
         outs = generate(eps, prompts, phase)
         for k, (ep, ids) in enumerate(zip(eps, outs, strict=True)):
@@ -144,6 +198,12 @@ class AguvisAgent:
                 outs[k] = list(ids[:cut])
                 ep.info["vision_tokens_cut"] = ep.info.get("vision_tokens_cut", 0) + 1
         return outs
+
+    def prompt_turns(self, ep: Episode) -> list[Turn]:
+        """The turns the next generation of `ep` is prompted with (before the assistant header)."""
+        if self.prompt_style == "aguvis":
+            return aguvis_prompt_turns(ep.turns, ep.info.get("utterance") or "", self.system)
+        return cap_images(ep.turns, self.max_images)
 
     def act(self, live: list[Episode], generate: Generate) -> None:
         # First generation of the step: the plan (enforced) or the model's own recipient choice.

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from trajkit.data.schema import Trajectory, Turn
+from trajkit.data.schema import AGENT, Trajectory, Turn
 from trajkit.envs.base import Env, Observation, StepResult, Task
 from trajkit.policy.backends import GenerationBackend, Sampling
 
@@ -36,12 +38,36 @@ class RolloutConfig:
     sampling: Sampling = field(default_factory=Sampling)
     max_steps: int | None = None  # None: each task's own budget
     batch_size: int = 32  # live episodes at once (= generation batch)
-    max_context: int = 4096  # prompt + new tokens; an episode that would exceed it is ended
+    max_context: int = 4096  # prompt + new tokens
+    # Over `max_context`: "truncate" asks the agent for a shorter prompt (`fit`: oldest history
+    # dropped, as FastChat does; the episode goes on) and ends the episode only when it has none;
+    # "end" ends it at once.
+    context_overflow: str = "truncate"
     policy_id: str = "policy"
 
 
 class EpisodeError(RuntimeError):
     """An env failure that cost one episode."""
+
+
+@dataclass
+class RolloutProgress:
+    """What `run_rollouts` reports after each written episode (counts since this call started);
+    prints as one line, so a plain `print` callback keeps working."""
+
+    finished: int
+    total: int
+    seconds: float
+    steps: int  # env steps of the finished episodes
+    tokens: int  # sampled agent tokens of the finished episodes
+    last: Trajectory
+
+    def __str__(self) -> str:
+        rate = self.finished / max(self.seconds, 1e-9)
+        return (
+            f"{self.finished}/{self.total} episodes ({rate:.2f}/s) "
+            f"last={self.last.task_id} reward={self.last.reward}"
+        )
 
 
 @dataclass
@@ -123,7 +149,7 @@ def run_rollouts(
     agent: AgentProtocol,
     out_path: str | Path,
     config: RolloutConfig,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[RolloutProgress], None] | None = None,
 ) -> list[Trajectory]:
     """Roll out every (task, sample) not yet in `out_path`; return all trajectories in the file.
 
@@ -143,44 +169,53 @@ def run_rollouts(
     total = len(pending)
     free_envs = list(envs[: max(1, min(len(envs), config.batch_size))])
     live: list[Episode] = []
-    finished = 0
+    finished = steps_done = tokens_done = 0
     start = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=len(free_envs)) if len(free_envs) > 1 else None
     per_step = agent.generations_per_step
+    fit = getattr(agent, "fit", lambda ep, budget: None)  # optional: agents that can shorten a prompt
 
     def map_envs(fn, items):
         return list(pool.map(fn, items)) if pool is not None else [fn(x) for x in items]
 
+    first_errors: dict[str, str] = {}  # episode id -> why its first attempt failed
     with out_path.open("a", encoding="utf-8") as sink:
 
         def finish(ep: Episode, error: str | None = None) -> None:
-            nonlocal finished
+            nonlocal finished, steps_done, tokens_done
             free_envs.append(ep.env)
             if hasattr(backend, "forget"):
                 backend.forget(episode_id(config.policy_id, ep.task.id, ep.sample))
             if error is not None and ep.attempt == 0:
+                first_errors[episode_id(config.policy_id, ep.task.id, ep.sample)] = error
                 pending.appendleft((ep.task, ep.sample, 1))  # retried once
                 return
             traj = to_trajectory(ep, config, error)
+            if traj.id in first_errors:  # a retried episode says why, whatever its retry gave
+                traj.metadata.update(retried_after=first_errors.pop(traj.id), attempts=ep.attempt + 1)
             sink.write(json.dumps(traj.to_dict(), ensure_ascii=False) + "\n")
             sink.flush()
             os.fsync(sink.fileno())
             done[traj.id] = traj
             finished += 1
+            steps_done += ep.steps
+            tokens_done += sum(len(t.token_ids or ()) for t in traj.turns if t.role == AGENT)
             if progress is not None:
-                rate = finished / max(time.perf_counter() - start, 1e-9)
-                progress(
-                    f"{finished}/{total} episodes ({rate:.2f}/s) last={traj.task_id} reward={traj.reward}"
-                )
+                elapsed = time.perf_counter() - start
+                progress(RolloutProgress(finished, total, elapsed, steps_done, tokens_done, traj))
 
         def generate(eps: list[Episode], prompts: list[tuple[list[int], list]], phase: int = 0):
             keep, ids, images = [], [], []
+            budget = config.max_context - config.sampling.max_new_tokens
             for ep, (prompt, imgs) in zip(list(eps), prompts, strict=True):
-                if len(prompt) + config.sampling.max_new_tokens > config.max_context:
-                    ep.info["context_exhausted"] = True
-                    live.remove(ep)
-                    finish(ep)
-                    continue
+                if len(prompt) > budget:
+                    fitted = fit(ep, budget) if config.context_overflow == "truncate" else None
+                    if fitted is None:
+                        ep.info["context_exhausted"] = True
+                        live.remove(ep)
+                        finish(ep)
+                        continue
+                    prompt, imgs = fitted
                 keep.append(ep)
                 ids.append(prompt)
                 images.append(imgs)
@@ -238,19 +273,46 @@ def record_step(ep: Episode, result: StepResult, observation: Turn, config: Roll
     return bool(result.done) or ep.steps >= (config.max_steps or ep.task.max_steps)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def checked_observation(obs: Any) -> Observation:
+    """What an env returned, refused when it is not an observation with text, and with lone
+    surrogates (bytes an adapter read leniently) made U+FFFD: they cannot be written as UTF-8."""
+    if not isinstance(obs, Observation) or not isinstance(obs.text, str):
+        raise TypeError(f"the env returned {type(obs).__name__}, not an Observation with text")
+    if _SURROGATE.search(obs.text):
+        obs.text = _SURROGATE.sub("\ufffd", obs.text)
+    return obs
+
+
 def safe_reset(item):
     task, _, _, env = item
     try:
-        return item, env.reset(task), None
+        return item, checked_observation(env.reset(task)), None
     except Exception as err:  # an env failure costs the episode, never the run
         return item, None, f"reset failed: {type(err).__name__}: {err}"
 
 
 def safe_step(ep: Episode, action: str):
     try:
-        return ep.env.step(action), None
+        result = ep.env.step(action)
+        if not isinstance(result, StepResult):
+            raise TypeError(f"the env returned {type(result).__name__}, not a StepResult")
+        result.observation = checked_observation(result.observation)
+        if not math.isfinite(float(result.reward)):
+            raise ValueError(f"the env returned reward {result.reward}")
+        return result, None
     except Exception as err:
         return None, f"step failed: {type(err).__name__}: {err}"
+
+
+def accounting(trajs: list[Trajectory]) -> dict[str, int]:
+    """Where every episode went: finished (the env answered to the end), failed with an env
+    error (after its retry), retried (its first attempt failed; counted in one of the two)."""
+    failed = sum("error" in t.metadata for t in trajs)
+    retried = sum("retried_after" in t.metadata for t in trajs)
+    return {"finished": len(trajs) - failed, "env_errors": failed, "retried": retried}
 
 
 def to_trajectory(ep: Episode, config: RolloutConfig, error: str | None) -> Trajectory:

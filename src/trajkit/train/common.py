@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trajkit.train.hooks import tracking_args
+
 
 def training_device_args() -> dict[str, Any]:
     """bf16 and activation checkpointing are TRL defaults that make CPU training ~30x slower."""
@@ -44,7 +46,7 @@ def trainer_args(recipe, out_dir: Path) -> dict[str, Any]:
         "save_steps": recipe.save_steps,
         "save_total_limit": recipe.save_total_limit,
         "seed": recipe.seed,
-        "report_to": "none",
+        **tracking_args(),  # report_to: "none" outside a run that sets a tracker
         **training_device_args(),
         **recipe.extra_args,
     }

@@ -15,7 +15,8 @@ token dataset with image columns it does not recognise as "vision"; `VisionPrefe
 lays the rows out as TRL does (chosen rows, then rejected rows) through `train.vlm.VLMCollator`,
 which adds `pixel_values`, `image_grid_thw` and `mm_token_type_ids`. TRL forwards every batch key
 but the mask and reference log-probs to the model, so its loss, grad accumulation, scheduler, LoRA
-and checkpoints apply unchanged. The vision tower stays frozen, as in AGUVIS SFT.
+and checkpoints apply unchanged. As in AGUVIS SFT, the vision encoder stays frozen and its merger
+(projector) trains with the language model (`train.vlm.load_trainable_vlm`).
 
 Reference log-probs are computed once per round, before training, by TRL's precompute pass (which
 goes through our collator, so it is masked the same way) and cached next to the round's data; a
@@ -24,7 +25,6 @@ killed round resumes from its last complete checkpoint.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -40,6 +40,7 @@ from trajkit.train.common import (
     trainer_args,
     write_train_log,
 )
+from trajkit.train.hooks import attach as attach_hooks
 from trajkit.train.settings import DPORecipe, DPOSettings
 
 __all__ = ["DPORecipe", "DPOSettings", "build_pair_dataset", "dpo_trainer", "load_pairs", "run_dpo"]
@@ -135,24 +136,62 @@ def masked_trainer_classes():
             if not load_renamed_checkpoint(self, resume_from_checkpoint, model):
                 super()._load_from_checkpoint(resume_from_checkpoint, model)
 
+    check_trl_layout(DataCollatorForPreference)
     return MaskedPreferenceCollator, MaskedDPOTrainer
 
 
+class TRLLayoutError(RuntimeError):
+    """TRL's preference batch is not laid out as the masked collator assumes."""
+
+
+def check_trl_layout(collator_cls: Any) -> None:
+    """Fail at start-up, not with silently wrong log-probs, if TRL's preference collator stops
+    laying a batch out as this module assumes: chosen rows then rejected rows, each prompt +
+    completion, right-padded, with a 0/1 `completion_mask` over the completion."""
+    import trl
+
+    batch = collator_cls(pad_token_id=0).torch_call(
+        [{"prompt_ids": [5, 6], "chosen_ids": [7, 8, 9], "rejected_ids": [10]}]
+    )
+    expected = {
+        "input_ids": [[5, 6, 7, 8, 9], [5, 6, 10, 0, 0]],
+        "completion_mask": [[0, 0, 1, 1, 1], [0, 0, 1, 0, 0]],
+    }
+    got = {key: batch[key].tolist() if key in batch else None for key in expected}
+    if got != expected:
+        raise TRLLayoutError(
+            f"TRL {trl.__version__}: its preference batch is {got}, expected {expected}; the masked "
+            "DPO collator (trajkit.train.dpo) was written for the TRL in constraints.txt"
+        )
+
+
 def load_pairs(paths: list[str]) -> list[dict[str, Any]]:
+    """The pairs of `.jsonl` files (as `trajkit pairs` writes them), each checked: `prompt`,
+    `chosen` and `rejected` lists of turns, both sides non-empty. A problem is a `DataError`
+    naming file, record and field."""
+    from trajkit.data.formats import ReadOptions
+    from trajkit.data.formats.trajkit import TrajkitFormat
+    from trajkit.data.io import DataError, scan_records
+
+    turns_format = TrajkitFormat()
     pairs: list[dict[str, Any]] = []
     for path in paths:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    pair = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{lineno}: not JSON ({err.msg}, column {err.colno})") from None
-                for key in ("prompt", "chosen", "rejected"):
-                    if not isinstance(pair.get(key), list):
-                        raise ValueError(f"{path}:{lineno}:{key}: expected a list of turns")
-                pairs.append(pair)
+        for index, pair in scan_records(path):
+            if isinstance(pair, DataError):
+                raise pair
+            if not isinstance(pair, dict):
+                raise DataError("a pair must be an object", file=path, record=index, field="record")
+            for key in ("prompt", "chosen", "rejected"):
+                turns = pair.get(key)
+                if not isinstance(turns, list) or (key != "prompt" and not turns):
+                    what = "a list of turns" if key == "prompt" else "a non-empty list of turns"
+                    raise DataError(f"expected {what}", file=path, record=index, field=key)
+                issues = turns_format.check({"id": "pair", "turns": turns}, ReadOptions(), conventions=False)
+                issues = [i for i in issues if i.field.startswith("turns[")]
+                if issues:
+                    field = key + issues[0].field[len("turns") :]
+                    raise DataError(issues[0].message, file=path, record=index, field=field)
+            pairs.append(pair)
     return pairs
 
 
@@ -327,6 +366,7 @@ def dpo_trainer(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None):
         data_collator=collator,
         callbacks=[ThroughputCallback()],
     )
+    attach_hooks(trainer)  # a run's tracker and progress line
     return trainer, saver, template
 
 

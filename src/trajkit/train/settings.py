@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from trajkit.gui.samples import GUI_STAGES
+from trajkit.gui.samples import GUI_STAGES, REASONING_UNITS
 from trajkit.policy.models import LoraSpec
+from trajkit.render import MASK_MODES
 
 # transformers' `SchedulerType` values (a test keeps the two equal).
 LR_SCHEDULERS = (
@@ -117,13 +118,28 @@ class SFTSettings:
     resume: bool = True
     # Further SFTConfig / TrainingArguments keys, passed as they are (they win over the above).
     extra_args: dict[str, Any] = field(default_factory=dict)
+    # Which tokens of an agent turn are trained: agent (its text and end marker) or aguvis (the
+    # whole assistant message, `<|im_start|>assistant<|recipient|>` header included, as AGUVIS
+    # labels it; chatml / qwen2 templates only).
+    loss_mask: str = "agent"
     # Vision-language models (Qwen2-VL family, see trajkit.train.vlm), chosen by the model's config.
-    # Keep the vision tower (merger included) fixed, as AGUVIS does.
+    # Keep the vision encoder (patch embedding, blocks) fixed, as AGUVIS does (--freeze_visual_encoder).
     freeze_vision: bool = False
+    # With freeze_vision: still train the vision merger (projector), as AGUVIS does; false freezes it too.
+    train_merger: bool = True
+    # Screenshot budget of the image processor in pixels (28x28 = one visual token); None keeps the
+    # checkpoint's. AGUVIS: min_pixels 200704 (256 cells), max_pixels 937664 (46x26 cells, "720p").
+    min_pixels: int | None = None
+    max_pixels: int | None = None
     # AGUVIS stage: grounding (stage 1), planning (stage 2), or None: the data as it is.
     gui_stage: str | None = None
     # Planning: reasoning level -> weight, e.g. {l1: 1, l3: 1}; None keeps each monologue as written.
     reasoning_mixture: dict[str, float] | None = None
+    # Planning: trajectory (one sample per trajectory, at one level the mixture draws) or step (as
+    # AGUVIS: one single-screenshot sample per step and per level, the weights being whole copies,
+    # e.g. {l1: 1, l2: 1}; the prompt is AGUVIS's, with the earlier steps as "Previous actions", so
+    # sample such a model with `AguvisAgent(prompt_style="aguvis")`).
+    reasoning_unit: str = "trajectory"
     # Grounding: most instruction/code pairs packed into one sample per screenshot.
     pack_max_turns: int = 16
     # GUI stages: system turn added where a sample has none ("" for none; None: the GUI default).
@@ -137,11 +153,23 @@ class SFTSettings:
         stages = f"one of {', '.join(GUI_STAGES)} or null"
         _check(self.gui_stage is None or self.gui_stage in GUI_STAGES, "gui_stage", stages, self.gui_stage)
         _check(self.pack_max_turns >= 1, "pack_max_turns", ">= 1", self.pack_max_turns)
+        _check(self.loss_mask in MASK_MODES, "loss_mask", f"one of {', '.join(MASK_MODES)}", self.loss_mask)
+        units = f"one of {', '.join(REASONING_UNITS)}"
+        _check(self.reasoning_unit in REASONING_UNITS, "reasoning_unit", units, self.reasoning_unit)
+        for name in ("min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            _check(value is None or (whole and value >= 1), name, "an integer >= 1 or null", value)
+        if self.min_pixels is not None and self.max_pixels is not None:
+            _check(self.min_pixels <= self.max_pixels, "min_pixels", "<= max_pixels", self.min_pixels)
         if self.reasoning_mixture is not None:
             from trajkit.gui.reasoning import ReasoningMixture
+            from trajkit.gui.samples import step_copies
 
             try:
-                ReasoningMixture(self.reasoning_mixture)
+                mixture = ReasoningMixture(self.reasoning_mixture)
+                if self.reasoning_unit == "step":
+                    step_copies(mixture)
             except ValueError as err:
                 raise ValueError(f"reasoning_mixture: {err}") from None
 

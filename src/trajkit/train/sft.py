@@ -16,6 +16,7 @@ from trajkit.train.common import (
     trainer_args,
     write_train_log,
 )
+from trajkit.train.hooks import attach as attach_hooks
 from trajkit.train.settings import SFTRecipe, SFTSettings
 
 __all__ = ["SFTRecipe", "SFTSettings", "build_sft_dataset", "run_sft"]
@@ -50,9 +51,10 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
         from trajkit.train.vlm import run_vlm_sft
 
         return run_vlm_sft(recipe, trajectories)
-    if recipe.freeze_vision or recipe.gui_stage is not None:
+    if recipe.freeze_vision or recipe.gui_stage is not None or recipe.min_pixels or recipe.max_pixels:
         raise ValueError(
-            f"{recipe.model}: freeze_vision / gui_stage need a vision-language model (Qwen2-VL family)"
+            f"{recipe.model}: freeze_vision / gui_stage / min_pixels / max_pixels need a "
+            "vision-language model (Qwen2-VL family)"
         )
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,8 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
         trajectories = [t for src in recipe.data for t in load_trajectories(src, format=recipe.data_format)]
     if not trajectories:
         raise ValueError(f"no trajectories found in {recipe.data}")
-    dataset = build_sft_dataset(trajectories, Renderer(tokenizer, template), recipe.max_length)
+    renderer = Renderer(tokenizer, template, mask=recipe.loss_mask)
+    dataset = build_sft_dataset(trajectories, renderer, recipe.max_length)
 
     args = SFTConfig(
         **trainer_args(recipe, out_dir),
@@ -83,6 +86,7 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
         processing_class=tokenizer,
         callbacks=[throughput],
     )
+    attach_hooks(trainer)  # a run's tracker and progress line
     last = last_good_checkpoint(args.output_dir) if recipe.resume else None
     trainer.train(resume_from_checkpoint=last)
 

@@ -10,6 +10,17 @@ vision policies collates its rows with the same collator (`train.dpo`).
 Training runs on TRL's SFTTrainer with `skip_prepare_dataset` and this collator: TRL's own
 vision path re-renders conversations with the processor's chat template, which would bypass our
 renderer and its masks, so the samples arrive finished and TRL only runs the loop and the loss.
+
+What trains, by default as AGUVIS (`train.py` with `--freeze_visual_encoder True`): the language
+model and the vision merger (projector); the vision encoder's patch embedding and blocks stay fixed
+(`freeze_vision`, `train_merger`). With LoRA, adapters go on the language side only, never on the
+vision tower; the merger is trained whole beside them (PEFT `modules_to_save`), and with
+`freeze_vision: false` the whole tower is. `loss_mask: aguvis` trains whole assistant messages (role
+header included) as AGUVIS labels them; `min_pixels` / `max_pixels` set the screenshot budget
+(AGUVIS: `policy.vlm.AGUVIS_MIN_PIXELS` / `AGUVIS_MAX_PIXELS`). Not reproduced: AGUVIS's
+`preprocess_qwen2vl` also labels every `<|im_start|>`, `<|im_end|>`, `<|recipient|>`,
+`<|diff_marker|>` and lone-newline token of system and user turns (a pass over all ids after the
+per-message labels); those are prompt tokens the policy never writes, so no mode trains them.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from trajkit.train.common import (
     trainer_args,
     write_train_log,
 )
+from trajkit.train.hooks import attach as attach_hooks
 from trajkit.train.settings import SFTRecipe
 
 # ---------------------------------------------------------------------------------------------
@@ -138,25 +150,43 @@ def prepare_stage(recipe: Any, trajectories: list[Trajectory], renderer: Any) ->
         )
     if stage == "planning":
         mixture = ReasoningMixture(recipe.reasoning_mixture) if recipe.reasoning_mixture else None
-        return planning_samples(trajectories, mixture, recipe.seed, system or None)
+        unit = recipe.reasoning_unit
+        return planning_samples(trajectories, mixture, recipe.seed, system or None, unit=unit)
     raise ValueError(f"unknown gui_stage {stage!r}; expected one of {', '.join(GUI_STAGES)}")
 
 
-def load_trainable_vlm(model: str, *, dtype: str, template: str | None, lora: Any, freeze: bool):
-    """(VLM, the model to train, parameters frozen): the vision tower frozen when asked, and a
-    LoRA adapter on the language side when `lora` is a `LoraSpec`."""
-    from trajkit.policy.vlm import freeze_vision, load_vlm
+def load_trainable_vlm(
+    model: str,
+    *,
+    dtype: str,
+    template: str | None,
+    lora: Any,
+    freeze: bool,
+    train_merger: bool = True,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+):
+    """(VLM, the model to train, parameters frozen). `freeze`: the vision encoder fixed, its merger
+    trained unless `train_merger` is False (AGUVIS freezes the encoder and trains the merger). With
+    a `LoraSpec`, adapters go on the language side only; what of the vision side trains (the merger,
+    or the whole tower when not frozen) is trained whole as PEFT `modules_to_save`."""
+    from trajkit.policy.vlm import freeze_vision, load_vlm, merger_name, vision_tower
 
-    vlm = load_vlm(model, dtype=dtype, template=template)
+    vlm = load_vlm(model, dtype=dtype, template=template, min_pixels=min_pixels, max_pixels=max_pixels)
     trained = vlm.model
-    frozen = freeze_vision(trained) if freeze else 0
+    frozen = freeze_vision(trained, train_merger=train_merger) if freeze else 0
     if lora is not None:
         from peft import get_peft_model
 
         config = lora.to_peft()
-        if freeze:
-            # "all-linear" would put adapters on the vision tower too; frozen means untouched.
-            config.exclude_modules = r".*\bvisual\b.*"
+        # "all-linear" would put adapters on the vision tower too: LoRA stays on the language side.
+        config.exclude_modules = r".*\bvisual\b.*"
+        tower = vision_tower(trained)
+        if not freeze:
+            whole = next(name for name, module in trained.named_modules() if module is tower)
+            config.modules_to_save = [whole]
+        elif train_merger:
+            config.modules_to_save = [merger_name(trained)]
         trained = get_peft_model(trained, config)
     return vlm, trained, frozen
 
@@ -184,8 +214,11 @@ def run_vlm_sft(recipe: SFTRecipe, trajectories: list[Trajectory] | None = None)
         template=recipe.template,
         lora=recipe.lora,
         freeze=recipe.freeze_vision,
+        train_merger=recipe.train_merger,
+        min_pixels=recipe.min_pixels,
+        max_pixels=recipe.max_pixels,
     )
-    renderer = vlm.renderer()
+    renderer = vlm.renderer(mask=recipe.loss_mask)
     if trajectories is None:
         trajectories = load_gui_trajectories(recipe.data, recipe.data_format)
     if not trajectories:
@@ -221,6 +254,7 @@ def run_vlm_sft(recipe: SFTRecipe, trajectories: list[Trajectory] | None = None)
         data_collator=vlm_collator(vlm),
         callbacks=[throughput],
     )
+    attach_hooks(trainer)  # a run's tracker and progress line
     last = last_good_checkpoint(args.output_dir) if recipe.resume else None
     trainer.train(resume_from_checkpoint=last)
 
@@ -232,5 +266,6 @@ def run_vlm_sft(recipe: SFTRecipe, trajectories: list[Trajectory] | None = None)
         samples=len(samples),
         gui_stage=recipe.gui_stage,
         vision_params_frozen=frozen,
+        loss_mask=recipe.loss_mask,
     )
     return final

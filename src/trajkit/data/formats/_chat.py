@@ -79,7 +79,7 @@ class ChatFormat:
         if not isinstance(messages, list):
             issues.append(Issue(prefix or "record", f"{describe(messages)}; expected a list of messages"))
             return issues
-        if not messages and not self.prefix_turns(record):
+        if not messages:  # a system prompt alone has no turn to train on
             issues.append(Issue(prefix or "record", "no messages"))
             return issues
 

@@ -7,6 +7,7 @@ such as `conversations[3].from`; the I/O layer adds the file name and record ind
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,9 @@ def check_trajectory_keys(record: dict[str, Any]) -> list[Issue]:
     reward = record.get("reward")
     if reward is not None and (isinstance(reward, bool) or not isinstance(reward, (int, float))):
         issues.append(Issue("reward", f"reward is {describe(reward)}; expected a number"))
+    elif isinstance(reward, float) and not math.isfinite(reward):
+        # NaN compares false with everything: pairs would call it a tie, metrics would be NaN.
+        issues.append(Issue("reward", f"reward is {reward}; expected a finite number"))
     success = record.get("success")
     if success is not None and not isinstance(success, bool):
         issues.append(Issue("success", f"success is {describe(success)}; expected true or false"))

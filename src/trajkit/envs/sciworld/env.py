@@ -331,7 +331,7 @@ class ScienceWorldEnv:
         if ids is not None:
             self._task_ids = read_name_table(ids, "task id", 0)
 
-    def icl_turns(self) -> list:
+    def icl_turns(self, task: Task | None = None) -> list:
         """ETO's one in-context episode (task, then agent/observation turns), or [] without one."""
         path = None if self.prompts_dir is None else _first_existing(self.prompts_dir, ICL_FILES)
         if path is None:

@@ -77,6 +77,7 @@ class WebShopEnv:
 
     name = "webshop"
     version = VERSION
+    observation_prefix = "Observation:\n"  # as ETO's WebShop env and expert data write it
 
     def __init__(
         self,
@@ -165,7 +166,7 @@ class WebShopEnv:
             ]
         return list(self._tasks[split])
 
-    def icl_turns(self) -> list:
+    def icl_turns(self, task: Task | None = None) -> list:
         """ETO's one in-context WebShop episode as turns, or [] without its prompt files."""
         return load_icl_turns(self.prompts_dir)
 

@@ -63,7 +63,9 @@ class _Shopper:
         self.page = result.observation.text
         if not self.done:
             # ETO's layout: an episode ends on the agent's last action, not on an observation.
-            self.turns.append(observation_turn(self.page, result.observation.image))
+            self.turns.append(
+                observation_turn(self.page, result.observation.image, self.env.observation_prefix)
+            )
         return self.page
 
     def parts(self) -> list[str]:

@@ -52,12 +52,21 @@ def _call_pending(body: str, syntax: str) -> tuple[str, list[tuple[int, Pending]
     for call in calls:
         entry = table.get(call.name)
         if entry is None:
-            raise ActionParseError(f"line {call.line}: unknown function {call.name!r}")
+            raise ActionParseError(
+                f"line {call.line}: unknown function {call.name!r}{_known_in(call.name, table)}"
+            )
         sig, build = entry
         bound = bind(call, sig)
         what = f"line {call.line}: {call.name}()"
         pending.append((call.line, lambda pt, b=build, a=bound, w=what: b(a, pt, w)))
     return syntax, pending
+
+
+def _known_in(name: str, table: dict[str, Any]) -> str:
+    """For `plugin.fn` of a known plugin: the functions that plugin does have."""
+    prefix = name.split(".", 1)[0] + "." if "." in name else None
+    known = sorted(n for n in table if prefix and n.startswith(prefix))
+    return f"; the {prefix[:-1]} plugin has {', '.join(known)}" if prefix and known else ""
 
 
 def _run(pending: list[tuple[int, Pending]], pt: PointFn) -> list[Action]:

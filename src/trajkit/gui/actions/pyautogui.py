@@ -1,8 +1,13 @@
-"""The pyautogui / AGUVIS dialect: `pyautogui.*`, `mobile.*`, `browser.*`, `answer`, `terminate`.
+"""The pyautogui / AGUVIS dialect: `pyautogui.*`, `mobile.*`, `browser.*`, `computer.*`, `answer`,
+`terminate`.
 
 Parsing accepts both AGUVIS's keyword calls and pyautogui's own positional API. Rendering has two
 styles: `aguvis` (keyword calls, normalized coordinates) and `pyautogui` (positional calls, pixels
 when a screen size is given).
+
+The `computer.*` plugin of desktop data in AGUVIS's format (`computer.terminate(status='success')`,
+`computer.wait(...)`, `computer.triple_click(x=..., y=...)`) parses to the same records as
+`terminate`, `mobile.wait` and `pyautogui.tripleClick`; those are what rendering writes back.
 """
 
 from __future__ import annotations
@@ -174,6 +179,15 @@ PYAUTOGUI_CALLS: dict[str, tuple[Signature, Builder]] = {
     "terminate": (
         Signature(("status",)),
         lambda a, pt, w: Terminate(as_str(a.get("status", "success"), f"{w} status")),
+    ),
+    "computer.terminate": (
+        Signature(("status",)),
+        lambda a, pt, w: Terminate(as_str(a.get("status", "success"), f"{w} status")),
+    ),
+    "computer.wait": (Signature(("seconds",)), _build_wait),
+    "computer.triple_click": (
+        Signature(("x", "y"), required=("x", "y")),
+        lambda a, pt, w: TripleClick(*pt(a["x"], a["y"], w)),
     ),
     "browser.select_option": (
         Signature(("x", "y", "value"), required=("x", "y", "value")),
