@@ -89,7 +89,8 @@ def render_command(
 
 
 def _bucket_line(name: str, bucket: dict, width: int) -> str:
-    return f"  {name:<{width}}  {100 * bucket['accuracy']:6.2f}%  ({bucket['correct']}/{bucket['total']})"
+    line = f"  {name:<{width}}  {100 * bucket['accuracy']:6.2f}%  ({bucket['correct']}/{bucket['total']})"
+    return line + (f"  {_ci(bucket)}" if "ci95" in bucket else "")
 
 
 def _print_table(title: str, table: dict) -> None:
@@ -101,20 +102,56 @@ def _print_table(title: str, table: dict) -> None:
         typer.echo(_bucket_line(name, bucket, width))
 
 
+def _image_size_option(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        _fail(f"--image-size: expected W,H in pixels (e.g. 1280,720), got {text!r}")
+    if width <= 0 or height <= 0:
+        _fail(f"--image-size: width and height must be > 0, got {text!r}")
+    return width, height
+
+
+def _ci(bucket: dict) -> str:
+    lo, hi = bucket.get("ci95", (0.0, 0.0))
+    return f"[{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 @gui_app.command("eval-grounding")
 def eval_grounding_command(
-    pred: str = typer.Option(..., "--pred", help="predictions jsonl: id + point/x,y/action/completion"),
-    gold: str = typer.Option(
-        ..., "--gold", help="gold jsonl: id, bbox [x1,y1,x2,y2] (0-1), platform, element_type"
+    pred: str = typer.Option(..., "--pred", help="predictions jsonl: id + point/x,y (0-1)/action/completion"),
+    gold: list[str] = typer.Option(
+        ...,
+        "--gold",
+        help="gold file (repeatable): trajkit jsonl (id, bbox 0-1, platform, element_type), "
+        "ScreenSpot-v2 json, or Mind2Web json in SeeClick's format; records without an id are "
+        "named {img_filename}#{index}",
+    ),
+    gold_format: str = typer.Option("auto", "--gold-format", help="auto, trajkit, screenspot or mind2web"),
+    images: str | None = typer.Option(
+        None, "--images", help="folder of the screenshots: each record's image must be there"
+    ),
+    image_size: str | None = typer.Option(
+        None, "--image-size", help="W,H of Mind2Web screenshots when --images is not given"
     ),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     scale: str = typer.Option("auto", "--scale", help="scale of coordinates in predicted text"),
 ) -> None:
-    """Grounding accuracy: predicted point inside the target box, overall and per platform/type."""
+    """Grounding accuracy: predicted point inside the target box, overall and per platform/type,
+    with 95% Wilson intervals."""
+    from trajkit.gui.grounding_data import GOLD_FORMATS
     from trajkit.gui.metrics import evaluate_grounding_files
 
+    if gold_format not in GOLD_FORMATS:
+        _fail(f"--gold-format: choose one of {', '.join(GOLD_FORMATS)}, got {gold_format!r}")
+    size = _image_size_option(image_size)
     try:
-        report = evaluate_grounding_files(pred, gold, scale=scale).to_dict()
+        report = evaluate_grounding_files(
+            pred, gold, scale=scale, gold_format=gold_format, images=images, image_size=size
+        ).to_dict()
     except (OSError, ValueError) as err:
         _fail(str(err))
     if as_json:
@@ -122,6 +159,7 @@ def eval_grounding_command(
         return
     typer.echo(
         f"grounding accuracy: {100 * report['accuracy']:.2f}% ({report['correct']}/{report['total']})"
+        f"  95% CI {_ci(report)}"
         f"  missing={report['missing']} unparseable={report['unparseable']} extra={report['extra']}"
     )
     _print_table("by platform", report["by_platform"])
@@ -155,3 +193,33 @@ def eval_steps_command(
         f"  missing={report['missing']} unparseable={report['unparseable']} extra={report['extra']}"
     )
     _print_table("by gold action type", report["by_type"])
+
+
+@gui_app.command("eval-clicks")
+def eval_clicks_command(
+    rollouts: list[str] = typer.Argument(..., help="rollout trajectories (trajkit jsonl)"),
+    gold: list[str] = typer.Option(
+        ...,
+        "--gold",
+        help="expert trajectories of the same task ids with metadata.target_boxes (the MiniWoB++ "
+        "oracle's: trajkit env oracle miniwob --split test ...); repeatable",
+    ),
+    width: int | None = typer.Option(None, "--width", help="screenshot width, for pixel coordinates"),
+    height: int | None = typer.Option(None, "--height", help="screenshot height, for pixel coordinates"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Click grounding of rollouts: each episode's first click inside the target element's box
+    (the oracle's DOM boxes), per task and overall, with 95% Wilson intervals."""
+    from trajkit.gui.click_grounding import read_trajectory_files, score_first_clicks, summary_lines
+
+    try:
+        report = score_first_clicks(
+            read_trajectory_files(rollouts), read_trajectory_files(gold), width=width, height=height
+        ).to_dict()
+    except (OSError, ValueError) as err:
+        _fail(str(err))
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    for line in summary_lines(report):
+        typer.echo(line)

@@ -3,7 +3,9 @@
 Grounding (ScreenSpot style): a prediction is right when its point falls inside the gold target
 box. Gold jsonl rows: `{"id", "bbox": [x1, y1, x2, y2], "platform", "element_type"}` with the box
 normalized to 0-1 (`data_source`/`data_type` are read as platform/element type too; a pixel box is
-accepted when the row gives `width` and `height`). Prediction rows: `{"id"}` plus one of
+accepted when the row gives `width` and `height`; `"normalized": true` says the box is 0-1 without
+guessing). ScreenSpot-v2 and Mind2Web files are read into such rows by `gui.grounding_data`. Every
+bucket carries a 95% Wilson interval (`ci95`). Prediction rows: `{"id"}` plus one of
 `point: [x, y]` (normalized), `x` and `y`, `action` (a canonical action object), or model text in
 `completion`/`text`/`code`, parsed as actions; the first action with a point counts.
 
@@ -42,6 +44,7 @@ from trajkit.gui.actions import (
     action_from_dict,
     action_point,
 )
+from trajkit.gui.grounding_data import gold_box, read_gold
 from trajkit.gui.prompts import parse_completion
 
 _TEXT_KEYS = ("completion", "text", "code")
@@ -84,6 +87,17 @@ def index_by_id(rows: Iterable[Mapping[str, Any]], what: str) -> dict[str, Mappi
 # reports
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a rate (sound at small n and at 0% / 100%); (0, 0) for n = 0."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 @dataclass
 class Bucket:
     total: int = 0
@@ -98,7 +112,13 @@ class Bucket:
         self.correct += int(ok)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "correct": self.correct, "accuracy": self.accuracy}
+        lo, hi = wilson_interval(self.correct, self.total)
+        return {
+            "total": self.total,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "ci95": [round(lo, 4), round(hi, 4)],
+        }
 
 
 @dataclass
@@ -173,17 +193,10 @@ def point_in_box(point: Sequence[float], box: Sequence[float]) -> bool:
 
 
 def _gold_box(row: Mapping[str, Any]) -> tuple[float, float, float, float]:
-    box = row.get("bbox", row.get("box"))
-    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_is_num(v) for v in box):
-        raise ValueError(f"gold {row.get('id')!r}: 'bbox' must be [x1, y1, x2, y2], got {box!r}")
-    if any(v > 1 for v in box):
-        width, height = row.get("width"), row.get("height")
-        if not (_is_num(width) and _is_num(height) and width > 0 and height > 0):
-            raise ValueError(
-                f"gold {row.get('id')!r}: bbox is not normalized and the row has no width/height"
-            )
-        return (box[0] / width, box[1] / height, box[2] / width, box[3] / height)
-    return (box[0], box[1], box[2], box[3])
+    try:
+        return gold_box(row)
+    except ValueError as err:
+        raise ValueError(f"gold {row.get('id')!r}: {err}") from None
 
 
 def _is_num(value: Any) -> bool:
@@ -255,9 +268,23 @@ def evaluate_grounding(
 
 
 def evaluate_grounding_files(
-    pred_path: str | Path, gold_path: str | Path, *, scale: str = "auto"
+    pred_path: str | Path,
+    gold_path: str | Path | Sequence[str | Path],
+    *,
+    scale: str = "auto",
+    gold_format: str = "auto",
+    images: str | Path | None = None,
+    image_size: Sequence[int] | None = None,
 ) -> GroundingReport:
-    return evaluate_grounding(read_jsonl(pred_path), read_jsonl(gold_path), scale=scale)
+    """Grounding accuracy of a predictions jsonl against one or more gold files (trajkit jsonl,
+    ScreenSpot-v2 or Mind2Web in SeeClick's format; see `gui.grounding_data`)."""
+    paths = [gold_path] if isinstance(gold_path, (str, Path)) else list(gold_path)
+    gold = read_gold(paths, gold_format, images=images, image_size=image_size)
+    preds = read_jsonl(pred_path)
+    for i, row in enumerate(preds):
+        if "id" not in row:
+            raise ValueError(f"{pred_path}: record {i}: field 'id': missing")
+    return evaluate_grounding(preds, gold, scale=scale)
 
 
 # ---------------------------------------------------------------------------------------------

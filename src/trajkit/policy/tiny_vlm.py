@@ -2,7 +2,9 @@
 
 `make_tiny_vlm(out_dir)` builds a randomly initialized Qwen2-VL of a few hundred thousand
 parameters, with a byte-level BPE tokenizer trained on the spot and Qwen2-VL's image processor with
-a small pixel budget, and saves them so that `policy.vlm.load_vlm(out_dir)` loads them.
+a small pixel budget sized for MiniWoB's screens, and saves them so that `policy.vlm.load_vlm(out_dir)`
+loads them. Its card records `vision_init: random`: the vision encoder has learned nothing, so SFT
+trains it (`freeze_vision: null`) instead of freezing it as AGUVIS freezes a pretrained one.
 """
 
 from __future__ import annotations
@@ -62,10 +64,13 @@ class TinyVLMSize:
     vision_depth: int
     vision_embed_dim: int
     vision_heads: int
-    # Pixel budget of a screenshot after resizing, in 28x28 cells (one visual token each): a
-    # 320x420 MiniWoB screenshot becomes 6x7 = 42 tokens under a 48-cell cap.
+    # Pixel budget of a screenshot after resizing, in 28x28 cells (one visual token each), chosen
+    # for MiniWoB's 160x210 CSS-px task area: a 50-cell cap resizes it at every device scale (1-3)
+    # to 168x224 px, 6x8 cells with the screen's aspect kept and about one pixel per CSS pixel, so
+    # one 14-px patch is about a checkbox and one token a 28-px button; 120 cells (size s) give 9x12
+    # at scales 2-3. (A 48-cell cap gave 6x7 at scale 2, squeezing the height.)
     min_cells: int = 4
-    max_cells: int = 48
+    max_cells: int = 50
     max_position_embeddings: int = 8192
 
 
@@ -93,7 +98,7 @@ VLM_SIZES = {
         vision_depth=2,
         vision_embed_dim=64,
         vision_heads=4,
-        max_cells=96,
+        max_cells=120,
     ),
 }
 
@@ -119,7 +124,7 @@ def build_vlm_tokenizer(texts: Iterable[str], vocab_size: int):
     return tok
 
 
-def build_image_processor(min_cells: int = 4, max_cells: int = 48, patch_size: int = 14, merge_size: int = 2):
+def build_image_processor(min_cells: int = 4, max_cells: int = 50, patch_size: int = 14, merge_size: int = 2):
     """Qwen2-VL's image processor with a small pixel budget (`*_cells` of (patch*merge)^2 pixels)."""
     try:  # the PIL backend needs no torchvision; newer transformers have it
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
@@ -206,7 +211,15 @@ def make_tiny_vlm(
         tokenizer.save_pretrained(tmp)
         image_processor.save_pretrained(tmp)
         spec_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(spec).items()}
-        meta = {"size": size, "seed": seed, "template": "qwen2", "vision": True, **spec_dict}
+        # vision_init: the encoder starts random, so SFT's freeze_vision: null trains it.
+        meta = {
+            "size": size,
+            "seed": seed,
+            "template": "qwen2",
+            "vision": True,
+            "vision_init": "random",
+            **spec_dict,
+        }
         (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -123,8 +123,11 @@ class SFTSettings:
     # labels it; chatml / qwen2 templates only).
     loss_mask: str = "agent"
     # Vision-language models (Qwen2-VL family, see trajkit.train.vlm), chosen by the model's config.
-    # Keep the vision encoder (patch embedding, blocks) fixed, as AGUVIS does (--freeze_visual_encoder).
-    freeze_vision: bool = False
+    # Keep the vision encoder (patch embedding, blocks) fixed, as AGUVIS does (--freeze_visual_encoder)
+    # with its pretrained encoder. None: freeze it when it is pretrained, train it when it starts
+    # random (the model card says `vision_init: random`, as trajkit's tiny VLM does): a random
+    # encoder left frozen gives every screenshot the same useless features.
+    freeze_vision: bool | None = None
     # With freeze_vision: still train the vision merger (projector), as AGUVIS does; false freezes it too.
     train_merger: bool = True
     # Screenshot budget of the image processor in pixels (28x28 = one visual token); None keeps the
@@ -153,6 +156,8 @@ class SFTSettings:
         stages = f"one of {', '.join(GUI_STAGES)} or null"
         _check(self.gui_stage is None or self.gui_stage in GUI_STAGES, "gui_stage", stages, self.gui_stage)
         _check(self.pack_max_turns >= 1, "pack_max_turns", ">= 1", self.pack_max_turns)
+        frozen = self.freeze_vision
+        _check(frozen is None or isinstance(frozen, bool), "freeze_vision", "true, false or null", frozen)
         _check(self.loss_mask in MASK_MODES, "loss_mask", f"one of {', '.join(MASK_MODES)}", self.loss_mask)
         units = f"one of {', '.join(REASONING_UNITS)}"
         _check(self.reasoning_unit in REASONING_UNITS, "reasoning_unit", units, self.reasoning_unit)

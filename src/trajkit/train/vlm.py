@@ -11,10 +11,13 @@ Training runs on TRL's SFTTrainer with `skip_prepare_dataset` and this collator:
 vision path re-renders conversations with the processor's chat template, which would bypass our
 renderer and its masks, so the samples arrive finished and TRL only runs the loop and the loss.
 
-What trains, by default as AGUVIS (`train.py` with `--freeze_visual_encoder True`): the language
-model and the vision merger (projector); the vision encoder's patch embedding and blocks stay fixed
-(`freeze_vision`, `train_merger`). With LoRA, adapters go on the language side only, never on the
-vision tower; the merger is trained whole beside them (PEFT `modules_to_save`), and with
+What trains: the language model and the vision merger (projector); the vision encoder's patch
+embedding and blocks stay fixed when it is pretrained, as AGUVIS (`train.py` with
+`--freeze_visual_encoder True`), and train when it starts random (`freeze_vision: null`, the
+default, reads `vision_init` from the model's trajkit card: trajkit's tiny VLM says `random`, and a
+random encoder left frozen would give the policy no usable view of the screen); `freeze_vision:
+true/false` decides outright (`resolve_freeze_vision`). With LoRA, adapters go on the language side
+only, never on the vision tower; the merger is trained whole beside them (PEFT `modules_to_save`), and with
 `freeze_vision: false` the whole tower is. `loss_mask: aguvis` trains whole assistant messages (role
 header included) as AGUVIS labels them; `min_pixels` / `max_pixels` set the screenshot budget
 (AGUVIS: `policy.vlm.AGUVIS_MIN_PIXELS` / `AGUVIS_MAX_PIXELS`). Not reproduced: AGUVIS's
@@ -25,6 +28,7 @@ per-message labels); those are prompt tokens the policy never writes, so no mode
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,6 +159,25 @@ def prepare_stage(recipe: Any, trajectories: list[Trajectory], renderer: Any) ->
     raise ValueError(f"unknown gui_stage {stage!r}; expected one of {', '.join(GUI_STAGES)}")
 
 
+def vision_init(model: str) -> str | None:
+    """The card's `vision_init` ("random" for trajkit's tiny VLM; None when the card has none)."""
+    card = Path(model) / "trajkit_model.json"
+    if not card.is_file():
+        return None
+    try:
+        value = json.loads(card.read_text()).get("vision_init")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def resolve_freeze_vision(freeze_vision: bool | None, model: str) -> bool:
+    """`freeze_vision` as set, or for None: freeze unless the model's encoder started random."""
+    if freeze_vision is not None:
+        return freeze_vision
+    return vision_init(model) != "random"
+
+
 def load_trainable_vlm(
     model: str,
     *,
@@ -213,7 +236,7 @@ def run_vlm_sft(recipe: SFTRecipe, trajectories: list[Trajectory] | None = None)
         dtype=recipe.dtype,
         template=recipe.template,
         lora=recipe.lora,
-        freeze=recipe.freeze_vision,
+        freeze=resolve_freeze_vision(recipe.freeze_vision, recipe.model),
         train_merger=recipe.train_merger,
         min_pixels=recipe.min_pixels,
         max_pixels=recipe.max_pixels,
@@ -266,6 +289,7 @@ def run_vlm_sft(recipe: SFTRecipe, trajectories: list[Trajectory] | None = None)
         samples=len(samples),
         gui_stage=recipe.gui_stage,
         vision_params_frozen=frozen,
+        vision_init=vision_init(recipe.model),
         loss_mask=recipe.loss_mask,
     )
     return final

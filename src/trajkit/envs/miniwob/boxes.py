@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from trajkit.envs.miniwob import page as js
@@ -20,6 +20,19 @@ class _Ctx:
     env: Any
     utterance: str
     rng: random.Random
+    # Boxes (0-1 of the screenshot) a click of the step being written may land in: the grounding
+    # targets the oracle records for its click steps.
+    targets: list[list[float]] = field(default_factory=list)
+
+    def click(self, el: dict[str, Any], *also: dict[str, Any]) -> str:
+        """Code clicking `el` at its reachable point; `el`'s box, and those of `also` (elements a
+        click would serve the task as well, e.g. a checkbox's label), become the step's targets."""
+        self.targets = [norm_box(e) for e in (el, *also)]
+        return _click(el)
+
+    def take_targets(self) -> list[list[float]] | None:
+        boxes, self.targets = self.targets, []
+        return boxes or None
 
     def elements(self) -> list[dict[str, Any]]:
         return self.env.elements()
@@ -49,6 +62,14 @@ def _xy(point: list[float]) -> tuple[float, float]:
     return point[0] / js.AREA_W, point[1] / js.AREA_H
 
 
+def norm_box(el: dict[str, Any]) -> list[float]:
+    """An element's box as fractions of the task area (= of the screenshot), clipped to it."""
+    x0, y0, x1, y1 = el["box"]
+    fx = [min(1.0, max(0.0, v / js.AREA_W)) for v in (x0, x1)]
+    fy = [min(1.0, max(0.0, v / js.AREA_H)) for v in (y0, y1)]
+    return [round(fx[0], 4), round(fy[0], 4), round(fx[1], 4), round(fy[1], 4)]
+
+
 def _click(el: dict[str, Any]) -> str:
     return render_actions(Click(*_xy(el["point"])))
 
@@ -64,13 +85,15 @@ def _quoted(utterance: str, pattern: str, what: str) -> re.Match[str]:
     return m
 
 
-def _choice_inputs(elements: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    """Each checkbox / radio button by the text of the label wrapping it."""
-    out: dict[str, dict[str, Any]] = {}
+def _choice_inputs(
+    elements: list[dict[str, Any]], kind: str
+) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Each checkbox / radio button, with the label wrapping it, by the label's text."""
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     label = None
     for el in elements:  # document order: a label comes right before the input inside it
         if el["tag"] == "label":
             label = el
         elif el["tag"] == "input" and el["type"] == kind and label is not None:
-            out.setdefault(label["label"], el)
+            out.setdefault(label["label"], (el, label))
     return out

@@ -12,6 +12,12 @@ Thought / Action lines, the fields `trajkit.gui.reasoning` mixes levels from) an
 `os` with the code. Screenshots outlive the env: when the env keeps them in its own temporary
 folder they are copied to `image_dir` (default `oracle_image_dir()`).
 
+Each click step's target element box, as fractions of the screenshot, goes into the record's
+`metadata["target_boxes"]` (one `[x0, y0, x1, y1]` per step, None for steps that are not clicks),
+and boxes that would do as well (a checkbox's label, the other boxes still to tick) into
+`metadata["target_alternatives"]`: the DOM's answer to "where may this click land", which
+`gui.click_grounding` scores a policy's clicks against.
+
 The page reading lives in `boxes.py`, the per-task solvers in `solvers.py`; this module plays an
 episode with them and records it.
 """
@@ -97,9 +103,14 @@ def oracle_trajectory(
     extra = obs.text.split("\n", 1)[1] if "\n" in obs.text else ""
     image = keeper.keep(obs.image)
     steps, raw, done, stuck = 0, 0.0, False, None
+    targets: list[list[float] | None] = []
+    alternatives: list[list[list[float]] | None] = []
     result = None
     try:
         for gui_step in solver(ctx):
+            boxes = ctx.take_targets()
+            targets.append(boxes[0] if boxes else None)
+            alternatives.append(boxes[1:] if boxes and len(boxes) > 1 else None)
             turns.append(Turn(OBSERVATION, "<image>" + (f"\n{extra}" if extra else ""), image=image))
             turns.extend(step_turns(gui_step, "l3"))
             result = env.step(gui_step.code)
@@ -127,6 +138,11 @@ def oracle_trajectory(
         "task_name": name,
         "seed": task.spec.get("seed"),
         "env_version": getattr(env, "version", None),
+        # Per step (in order of the `os` turns), 0-1 of the screenshot, None for steps that are not
+        # clicks: the clicked element's box (the viewer draws it), and other boxes a click would
+        # serve as well (`gui.click_grounding` counts a click in any of them).
+        "target_boxes": targets,
+        "target_alternatives": alternatives,
     }
     if keeper.dest is not None:
         metadata["image_dir"] = str(keeper.dest.resolve())

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from trajkit.envs.miniwob import page as js
-from trajkit.envs.miniwob.boxes import _choice_inputs, _click, _Ctx, _quoted, _step, _Stuck, _xy
+from trajkit.envs.miniwob.boxes import _choice_inputs, _Ctx, _quoted, _step, _Stuck, _xy
 from trajkit.gui.actions import Drag, Hotkey, Press, Scroll, Write, render_actions
 from trajkit.gui.reasoning import GuiStep
 
@@ -24,7 +24,7 @@ def _solve_single_click(target_id: str, noun: str) -> Callable[[_Ctx], Iterator[
                 f"I only need to click {noun}.",
             ),
             f"Click {noun}.",
-            _click(el),
+            ctx.click(el),
         )
 
     return solve
@@ -37,7 +37,7 @@ def _solve_click_button(ctx: _Ctx) -> Iterator[GuiStep]:
         "The page shows a few text fields and buttons with different labels.",
         f'I need the button labelled "{label}"; I found it among the buttons.',
         f'Click the "{label}" button.',
-        _click(el),
+        ctx.click(el),
     )
 
 
@@ -48,25 +48,34 @@ def _solve_choices(kind: str) -> Callable[[_Ctx], Iterator[GuiStep]]:
         names_text = _quoted(ctx.utterance, r"^Select (.*) and click Submit\.$", "the items").group(1)
         wanted = [] if names_text == "nothing" and kind == "checkbox" else names_text.split(", ")
         for i, name in enumerate(wanted):
-            box = _choice_inputs(ctx.elements(), kind).get(name)
-            if box is None or not box.get("point"):
+            choices = _choice_inputs(ctx.elements(), kind)
+            box, label = choices.get(name, ({}, {}))
+            if not box.get("point"):
                 raise _Stuck(f'the {kind} "{name}" is not on the page or not reachable')
             if box.get("checked"):
                 continue
             rest = len(wanted) - i - 1
+            # Any wanted item not yet selected is as right a click as this one: its input or its
+            # label (clicking a label toggles its input).
+            also = [label] + [
+                part
+                for other in wanted[i + 1 :]
+                if other in choices and not choices[other][0].get("checked")
+                for part in choices[other]
+            ]
             yield _step(
                 f'The page lists {kind}es with labels; "{name}" is not selected yet.',
                 f'"{name}" is one of the items to select'
                 + (f"; {rest} more after this one." if rest else "; it is the last one."),
                 f'Click the {kind} next to "{name}".',
-                _click(box),
+                ctx.click(box, *also),
             )
         submit = ctx.by_id("subbtn", "the Submit button")
         yield _step(
             "The requested items are selected." if wanted else "No item needs to be selected.",
             "Everything the task asks for is selected, so I submit.",
             "Click the Submit button.",
-            _click(submit),
+            ctx.click(submit),
         )
 
     return solve
@@ -79,7 +88,7 @@ def _solve_click_link(ctx: _Ctx) -> Iterator[GuiStep]:
         "The page shows a paragraph of text with some words marked as links.",
         f'The link to click reads "{text}".',
         f'Click the link "{text}".',
-        _click(el),
+        ctx.click(el),
     )
 
 
@@ -90,7 +99,7 @@ def _solve_click_tab(ctx: _Ctx) -> Iterator[GuiStep]:
         "The page shows a row of tabs above a text panel.",
         f"The task is to open Tab #{n}, which is in the tab row.",
         f"Click the tab labelled Tab #{n}.",
-        _click(el),
+        ctx.click(el),
     )
 
 
@@ -100,7 +109,7 @@ def _solve_click_dialog(ctx: _Ctx) -> Iterator[GuiStep]:
         "A dialog box is open with a close button (x) in its title bar.",
         "To close the dialog I click its x button.",
         'Click the "x" in the dialog\'s title bar.',
-        _click(el),
+        ctx.click(el),
     )
 
 
@@ -110,14 +119,14 @@ def _solve_click_collapsible(ctx: _Ctx) -> Iterator[GuiStep]:
         f'The page shows a collapsed section "{header["label"]}".',
         "I first expand the section by clicking its header, then submit.",
         f'Click the section header "{header["label"]}".',
-        _click(header),
+        ctx.click(header),
     )
     submit = ctx.by_id("subbtn", "the Submit button")
     yield _step(
         "The section is expanded and shows its text; the Submit button is below it.",
         "The section is open, so I can submit now.",
         "Click the Submit button.",
-        _click(submit),
+        ctx.click(submit),
     )
 
 
@@ -128,7 +137,7 @@ def _solve_click_widget(ctx: _Ctx) -> Iterator[GuiStep]:
         "The page shows a column of widgets: buttons, text fields, check boxes and others.",
         f"I need a widget of type {kind}; this one is a {kind}.",
         f"Click the {kind} widget.",
-        _click(el),
+        ctx.click(el),
     )
 
 
@@ -140,7 +149,7 @@ def _type_into(ctx: _Ctx, el: dict[str, Any], text: str, name: str) -> Iterator[
             f"To enter text I first focus {name} by clicking it.",
         ),
         f"Click {name}.",
-        _click(el),
+        ctx.click(el),
     )
     yield _step(
         f"{name[0].upper() + name[1:]} is focused.",
@@ -155,7 +164,7 @@ def _submit(ctx: _Ctx, label: str = "Submit") -> Iterator[GuiStep]:
         "The text is entered.",
         ctx.pick(f"All fields are filled in, so I press {label}.", f"The form is complete; I click {label}."),
         f"Click the {label} button.",
-        _click(ctx.by_id("subbtn", f"the {label} button")),
+        ctx.click(ctx.by_id("subbtn", f"the {label} button")),
     )
 
 
@@ -194,7 +203,7 @@ def _solve_focus_text_2(ctx: _Ctx) -> Iterator[GuiStep]:
         "The page shows three text boxes, one under the other.",
         f"The task wants the {pos} text box focused; clicking it focuses it.",
         f"Click the {pos} text box.",
-        _click(el),
+        ctx.click(el),
     )
 
 
@@ -211,14 +220,14 @@ def _solve_choose_list(ctx: _Ctx) -> Iterator[GuiStep]:
             f'The page shows a drop-down list that already shows "{item}", and a Submit button.',
             f'The list already has "{item}" chosen, so I can submit right away.',
             "Click the Submit button.",
-            _click(ctx.find(lambda e: e["tag"] == "button", "the Submit button")),
+            ctx.click(ctx.find(lambda e: e["tag"] == "button", "the Submit button")),
         )
         return
     yield _step(
         f'The page shows a drop-down list showing "{shown}" and a Submit button.',
         f'I need "{item}" in the list; I open it first.',
         "Click the drop-down list.",
-        _click(sel),
+        ctx.click(sel),
     )
     keys = ["down" if moves > 0 else "up"] * abs(moves) + ["enter"]
     yield _step(
@@ -233,7 +242,7 @@ def _solve_choose_list(ctx: _Ctx) -> Iterator[GuiStep]:
         f'The list shows "{item}".',
         "The right item is chosen, so I submit.",
         "Click the Submit button.",
-        _click(ctx.find(lambda e: e["tag"] == "button", "the Submit button")),
+        ctx.click(ctx.find(lambda e: e["tag"] == "button", "the Submit button")),
     )
 
 
@@ -255,7 +264,7 @@ def _solve_scroll_text_2(ctx: _Ctx) -> Iterator[GuiStep]:
         f"The text area is scrolled to the {where}.",
         "The text area is where it should be, so I submit.",
         "Click the Submit button.",
-        _click(ctx.by_id("subbtn", "the Submit button")),
+        ctx.click(ctx.by_id("subbtn", "the Submit button")),
     )
 
 
@@ -278,7 +287,7 @@ def _solve_drag_box(ctx: _Ctx) -> Iterator[GuiStep]:
         "The small box is inside the large box.",
         "The boxes are placed, so I submit.",
         "Click the Submit button.",
-        _click(ctx.by_id("subbtn", "the Submit button")),
+        ctx.click(ctx.by_id("subbtn", "the Submit button")),
     )
 
 
@@ -288,7 +297,7 @@ def _solve_copy_paste(ctx: _Ctx) -> Iterator[GuiStep]:
         "The page shows a text area with some text, a text box and a Submit button.",
         "I copy the text area's text: first I click into it.",
         "Click the text area.",
-        _click(source),
+        ctx.click(source),
     )
     yield _step(
         "The text area is focused.",
@@ -300,7 +309,7 @@ def _solve_copy_paste(ctx: _Ctx) -> Iterator[GuiStep]:
         "The text is copied.",
         "Now I paste it into the text box: I click the text box first.",
         "Click the text box.",
-        _click(ctx.by_id("answer-input", "the text box")),
+        ctx.click(ctx.by_id("answer-input", "the text box")),
     )
     yield _step(
         "The text box is focused.",
