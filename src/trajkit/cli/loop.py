@@ -249,9 +249,12 @@ def _execute(cfg, config_text: str, quiet: bool = False, where: str | None = Non
     from trajkit.pipeline import execute
     from trajkit.pipeline.envs import EnvSettingError
     from trajkit.pipeline.stage import storage_failure
+    from trajkit.train.launch import LaunchError
 
     try:
         summary = execute(cfg, config_text, quiet=quiet)
+    except LaunchError as err:  # a launched training stage failed: its own error, in one line
+        raise UsageError(f"run stopped: {err}; finished stages are kept: fix it and run again") from None
     except EnvSettingError as err:
         raise UsageError(f"{where}: {err}" if where else str(err)) from None
     except ConfigError as err:

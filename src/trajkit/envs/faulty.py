@@ -11,10 +11,11 @@ fits the call happens instead of it:
   read leniently, control characters, lone surrogates, now and then one very long line);
 - slow_reset (resets): the reset first waits `slow_s` seconds, then works.
 
-Crash and hang stop the process they happen in, so they need `env.workers: true` (each env in its
-own child process with per-call timeouts, `envs.worker`); the recipe check refuses them otherwise.
-Which calls fail is drawn from `seed`, and in a worker also from its process id: a retried episode
-runs in a fresh child and meets other faults, as with real transient failures.
+Crash and hang stop the process they happen in, so they need `env.workers: process` or `ray` (each
+env in its own child process or Ray actor with per-call timeouts, `envs.worker`, `envs.ray_worker`);
+the recipe check refuses them otherwise. Which calls fail is drawn from `seed`, and in a worker also
+from the worker's token (`worker_token`): a retried episode runs in a fresh child or actor and meets
+other faults, as with real transient failures.
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ ON_RESET = ("crash", "hang", "exception", "slow_reset")
 ON_STEP = ("crash", "hang", "exception", "garbage")
 NEED_WORKERS = ("crash", "hang")
 _instances = itertools.count()
+# Set in each Ray env actor's process (a Ray worker is not a multiprocessing child).
+WORKER_TOKEN_ENV = "TRAJKIT_ENV_WORKER_TOKEN"
+
+
+def worker_token() -> str:
+    """What tells this env process from others: a Ray actor's id (set by `envs.ray_worker`), an
+    `EnvWorker` child's pid, or "0" in the main process (draws then repeat from run to run)."""
+    token = os.environ.get(WORKER_TOKEN_ENV)
+    if token:
+        return token
+    return str(os.getpid()) if multiprocessing.parent_process() is not None else "0"
 
 
 class InjectedFault(RuntimeError):
@@ -73,10 +85,9 @@ class FaultyEnv:
     def __init__(self, inner: Any, spec: FaultSpec) -> None:
         self.inner = inner
         self.spec = spec
-        # In a worker process the pid joins the seed: a retry runs in a fresh child and must not
-        # replay the same faults. In this process the draws repeat from run to run.
-        worker = multiprocessing.parent_process() is not None
-        self.rng = random.Random(f"{spec.seed}/{os.getpid() if worker else 0}/{next(_instances)}")
+        # In a worker the worker's own token joins the seed: a retry runs in a fresh child or
+        # actor and must not replay the same faults. In this process the draws repeat run to run.
+        self.rng = random.Random(f"{spec.seed}/{worker_token()}/{next(_instances)}")
         self.injected: dict[str, int] = {}  # kind -> count, for tests and logs
 
     def __getattr__(self, name: str) -> Any:  # name, version, instruction, tasks, icl_turns, ...

@@ -30,7 +30,8 @@ class EnvError(RuntimeError):
     """The env failed (crashed, raised or timed out); the episode is lost, the worker is not."""
 
 
-def _build_env(factory: str | Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+def build_env(factory: str | Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """The env `factory` names: a registered name, a "module:function" path or a callable."""
     if callable(factory):
         return factory(**kwargs)
     if ":" in factory:
@@ -42,17 +43,21 @@ def _build_env(factory: str | Callable[..., Any], kwargs: dict[str, Any]) -> Any
     return make_env(factory, **kwargs)
 
 
+def env_meta(env: Any) -> dict[str, Any]:
+    """What a proxy answers without a call to its env: name, version, instruction, prefix."""
+    return {
+        "name": getattr(env, "name", None),
+        "version": getattr(env, "version", None),
+        "instruction": getattr(env, "instruction", None),
+        "observation_prefix": getattr(env, "observation_prefix", OBSERVATION_PREFIX),
+    }
+
+
 def _child_main(conn: Connection, factory: str | Callable[..., Any], kwargs: dict[str, Any]) -> None:
     """The child's loop: build the env, then answer one request at a time until told to stop."""
     try:
-        env = _build_env(factory, kwargs)
-        meta = {
-            "name": getattr(env, "name", None),
-            "version": getattr(env, "version", None),
-            "instruction": getattr(env, "instruction", None),
-            "observation_prefix": getattr(env, "observation_prefix", OBSERVATION_PREFIX),
-        }
-        conn.send(("ok", meta))
+        env = build_env(factory, kwargs)
+        conn.send(("ok", env_meta(env)))
     except BaseException:
         conn.send(("error", f"building the env failed:\n{traceback.format_exc()}"))
         return
@@ -76,7 +81,7 @@ def _child_main(conn: Connection, factory: str | Callable[..., Any], kwargs: dic
         conn.send(("ok", result))
 
 
-def _factory_label(factory: str | Callable[..., Any]) -> str:
+def factory_label(factory: str | Callable[..., Any]) -> str:
     if isinstance(factory, str):
         return factory
     return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', repr(factory))}"
@@ -189,7 +194,7 @@ class EnvWorker:
         process = ctx.Process(
             target=_child_main,
             args=(child_conn, self.factory, self.kwargs),
-            name=f"trajkit-env-{_factory_label(self.factory)}",
+            name=f"trajkit-env-{factory_label(self.factory)}",
             daemon=True,  # dies with the parent if the parent never calls close()
         )
         process.start()
@@ -210,7 +215,7 @@ class EnvWorker:
     def _receive(self, what: str, timeout: float) -> Any:
         conn = self._conn
         assert conn is not None
-        label = _factory_label(self.factory)
+        label = factory_label(self.factory)
         try:
             ready = conn.poll(timeout)
         except (OSError, EOFError):

@@ -53,6 +53,14 @@ class TextAgents:
         return batch_size
 
     def load_sampler(self, model: str, template: str | None, batch_size: int):
+        if self.cfg.rollout.backend == "vllm":
+            from trajkit.policy.vllm_backend import load_vllm_sampler
+
+            # Rollouts send at most explore.max_context tokens (prompt + completion).
+            context = self.cfg.explore.max_context
+            return load_vllm_sampler(
+                model, template, batch_size, self.cfg.rollout.vllm, context, self.cfg.seed
+            )
         from trajkit.policy.backends import load_sampler
 
         return load_sampler(model, template, batch_size)
@@ -93,8 +101,10 @@ class GuiAgents(TextAgents):
         self.gui = cfg.gui
 
     def sft_plan(self) -> list[SFTPlan]:
+        # freeze_vision stays as the recipe says (default null: a pretrained encoder is frozen, as
+        # AGUVIS; the tiny VLM's random one trains, else its screenshots would all look alike).
         def stage(overrides: dict[str, Any]) -> SFTSettings:
-            return dataclasses.replace(self.cfg.sft, **{"freeze_vision": True, **overrides})
+            return dataclasses.replace(self.cfg.sft, **overrides)
 
         return [
             SFTPlan("sft-stage1", stage(self.gui.stage1), "grounding"),

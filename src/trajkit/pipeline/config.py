@@ -21,11 +21,14 @@ from typing import Any
 from trajkit.config import ConfigError, apply_overrides, check_partial, from_dict, load_yaml
 from trajkit.envs.faulty import NEED_WORKERS, FaultSpec
 from trajkit.policy.models import LoraSpec
+from trajkit.policy.vllm_backend import VLLMSettings
 from trajkit.train.dpo import DPOSettings
+from trajkit.train.launch import LaunchSettings, read_launch_config
 from trajkit.train.sft import SFTSettings
 
 PLAN_MODES = ("enforced_plan", "self_plan")
 CONTEXT_OVERFLOW = ("truncate", "end")
+WORKERS = (False, True, "process", "ray")  # env.workers; true is process
 RUN_OWNED = ("template", "lora", "seed")  # set under model: / seed:, for every training stage
 
 
@@ -34,8 +37,12 @@ class EnvSection:
     name: str = "household"
     kwargs: dict[str, Any] = field(default_factory=dict)
     # Run each rollout env in its own process with per-call timeouts (real simulators: a crash or
-    # hang then costs one episode). The built-in household world is safe and fast in-process.
-    workers: bool = False
+    # hang then costs one episode): `process` (or true) on this machine, `ray` as Ray actors on
+    # this machine or a cluster (docs/ray-env-pools.md). The household world is safe in-process.
+    workers: bool | str = False
+    # `workers: ray`: the cluster to join ("auto" or "host:port"); null: the RAY_ADDRESS
+    # variable, else a local Ray on 127.0.0.1.
+    ray_address: str | None = None
     step_timeout: float = 60.0
     reset_timeout: float = 300.0
     # Where rollouts take their first user turn from: "expert" (the expert data's, when all its
@@ -138,6 +145,19 @@ class GuiSection:
 
 
 @dataclass
+class RolloutSection:
+    """Which engine samples rollouts (exploration, evaluation, step probes).
+
+    `hf`: transformers in the run's own process (`policy.backends`). `vllm`: vLLM engines in
+    child processes running the `.venv-vllm` venv (`policy.vllm_backend`), each policy loaded when
+    its rollouts start and stopped after them; `vllm` holds the engine settings.
+    """
+
+    backend: str = "hf"
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
+
+
+@dataclass
 class RunConfig:
     run_dir: str
     seed: int = 0
@@ -158,6 +178,10 @@ class RunConfig:
     # Experiment tracker of the loop and the trainers: none, tensorboard, wandb or trackio (offline /
     # local unless WANDB_MODE / TRACKIO_SPACE_ID say otherwise; see pipeline.tracking).
     report_to: str = "none"
+    # Train SFT and DPO stages in several processes through `accelerate launch` (DDP, FSDP2,
+    # DeepSpeed; see train.launch and configs/accelerate/); null: in the run's own process.
+    launch: LaunchSettings | None = None
+    rollout: RolloutSection = field(default_factory=RolloutSection)
 
     def sft_settings(self, overrides: dict[str, Any] | None = None) -> SFTSettings:
         return dataclasses.replace(self.sft, **(overrides or {}))
@@ -181,13 +205,23 @@ def check_run_config(cfg: RunConfig, where: str) -> RunConfig:
 
     known = registered_names()
     need(cfg.env.name in known, "env.name", f"{cfg.env.name!r} is not an env; registered: {', '.join(known)}")
+    need(cfg.env.workers in WORKERS, "env.workers", "must be false, true (= process), process or ray")
+    if cfg.env.workers == "ray":
+        from trajkit.envs.ray_worker import INSTALL_HINT, ray_available
+
+        need(ray_available(), "env.workers", f"ray needs the ray package: {INSTALL_HINT}")
+    need(
+        cfg.env.ray_address is None or cfg.env.workers == "ray",
+        "env.ray_address",
+        "is for env.workers: ray; set that, or remove env.ray_address",
+    )
     need(cfg.env.step_timeout > 0, "env.step_timeout", "must be > 0")
     need(cfg.env.reset_timeout > 0, "env.reset_timeout", "must be > 0")
     stopping = sorted(set(cfg.env.faults.kinds) & set(NEED_WORKERS)) if cfg.env.faults else []
     need(
         not stopping or cfg.env.workers,
         "env.faults.kinds",
-        f"{', '.join(stopping)} would stop the run itself; they need env.workers: true",
+        f"{', '.join(stopping)} would stop the run itself; they need env.workers: process or ray",
     )
     need(cfg.seed >= 0, "seed", "must be >= 0")
     if cfg.model.base == "tiny":
@@ -276,7 +310,51 @@ def check_run_config(cfg: RunConfig, where: str) -> RunConfig:
         need(bool(gui.eval_modes), "gui.eval_modes", "is empty")
         need(gui.envs >= 1, "gui.envs", "must be >= 1")
         cfg.gui = dataclasses.replace(gui, stage1=checked["gui.stage1"], stage2=checked["gui.stage2"])
+    if cfg.launch is not None:  # the config file now; this machine's devices when the run starts
+        try:
+            read_launch_config(cfg.launch, lora=cfg.model.lora is not None)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    check_rollout(cfg, where)
     return cfg
+
+
+def check_rollout(cfg: RunConfig, where: str) -> None:
+    """The rollout section's values, and for `backend: vllm` whether the rollout venv has vLLM
+    and can serve the model: refused now, before any training."""
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{where}: rollout.{key} {what}")
+
+    ro, v = cfg.rollout, cfg.rollout.vllm
+    need(ro.backend in ("hf", "vllm"), "backend", "must be hf or vllm")
+    need(v.tensor_parallel >= 1, "vllm.tensor_parallel", "must be >= 1")
+    need(v.data_parallel >= 1, "vllm.data_parallel", "must be >= 1")
+    need(v.kv_cache_gb is None or v.kv_cache_gb > 0, "vllm.kv_cache_gb", "must be > 0")
+    need(0 < v.gpu_memory_utilization <= 1, "vllm.gpu_memory_utilization", "must be in (0, 1]")
+    need(v.start_timeout > 0, "vllm.start_timeout", "must be > 0")
+    need(
+        v.max_model_len is None or v.max_model_len >= cfg.explore.max_context,
+        "vllm.max_model_len",
+        f"must be >= explore.max_context ({cfg.explore.max_context}), the longest prompt + completion sent",
+    )
+    if ro.backend != "vllm":
+        return
+    need(cfg.gui is None, "backend", "vllm samples text policies only; GUI runs need rollout.backend: hf")
+    from trajkit.policy.vllm_backend import VLLMError, check_servable, model_facts, probe
+
+    if cfg.model.base == "tiny":
+        from trajkit.policy.tiny import SIZES
+
+        size = SIZES[cfg.model.tiny_size]
+        facts, setting = {"head_dim": size.hidden_size // size.num_attention_heads}, "model.tiny_size"
+    else:
+        facts, setting = model_facts(cfg.model.base) or {}, "model.base"
+    try:
+        check_servable(facts, probe(v, facts.get("architectures")), setting)
+    except VLLMError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def run_config_from_dict(data: dict[str, Any], where: str) -> RunConfig:
@@ -325,6 +403,12 @@ def config_to_yaml(cfg: RunConfig) -> str:
         data.pop("gui", None)  # text runs: the saved config reads as it always did
     if data["env"].get("faults") is None:
         data["env"].pop("faults", None)  # likewise for runs without injected faults
+    if data["env"].get("ray_address") is None:
+        data["env"].pop("ray_address", None)  # likewise for runs without a Ray cluster
     if data.get("report_to") == "none":
         data.pop("report_to")  # likewise: runs without a tracker keep their saved config
+    if data.get("launch") is None:
+        data.pop("launch", None)  # likewise: runs in one process
+    if data.get("rollout") == asdict(RolloutSection()):
+        data.pop("rollout")  # likewise: runs that sample with the HF backend
     return yaml.safe_dump(data, sort_keys=False)

@@ -1,5 +1,5 @@
 """The envs of a run: the recipe's env, checked, and the rollout envs (in-process, in worker
-processes, with injected faults when `env.faults` is set)."""
+processes or Ray actors, with injected faults when `env.faults` is set)."""
 
 from __future__ import annotations
 
@@ -27,15 +27,20 @@ def make_run_env(name: str, kwargs: dict[str, Any]):
 
 
 def make_rollout_env(section: EnvSection, kwargs: dict[str, Any]):
-    """One rollout env: in a worker process with per-call timeouts (`env.workers`) or in this one;
-    wrapped in `envs.faulty` when the recipe asks for faults (failures on purpose, to measure)."""
+    """One rollout env: in a worker process or a Ray actor with per-call timeouts (`env.workers`:
+    process or ray) or in this one; wrapped in `envs.faulty` when the recipe asks for faults
+    (failures on purpose, to measure)."""
     factory, args = section.name, kwargs
     if section.faults is not None:
         from trajkit.envs.faulty import spec_dict
 
         factory = "trajkit.envs.faulty:make_faulty_env"
         args = {"name": section.name, "kwargs": kwargs, "faults": spec_dict(section.faults)}
-    if section.workers:
+    if section.workers == "ray":
+        from trajkit.envs.ray_worker import RayEnvWorker
+
+        return RayEnvWorker(factory, args, section.step_timeout, section.reset_timeout, section.ray_address)
+    if section.workers:  # true or "process"
         from trajkit.envs.worker import EnvWorker
 
         return EnvWorker(factory, args, section.step_timeout, section.reset_timeout)

@@ -29,20 +29,25 @@ def step_probe_stage(ctx, round_no: int, policy: str, expert_path: Path, name: s
     experts = [e for e in read_jsonl(expert_path) if e.task_id in wanted]
     probes = expert_probes(experts, {t.id: t for t in tasks}, pc.probe_steps, ctx.cfg.seed + round_no)
     width = ctx.kind.rollout_width(ex.batch_size)
-    backend, renderer = ctx.kind.load_sampler(policy, ctx.cfg.model.template, width)
     t0 = time.perf_counter()
-    propose_steps(probes, backend, renderer, Sampling(temperature=0, max_new_tokens=ex.max_new_tokens))
-    config = RolloutConfig(
-        n_samples=pc.probe_samples,
-        sampling=Sampling(pc.probe_temperature, ex.top_p, ex.max_new_tokens, seed=ctx.cfg.seed + round_no),
-        batch_size=width,
-        max_context=ex.max_context,
-        context_overflow=ex.context_overflow,
-        policy_id=f"probe-{round_no}",
-    )
-    agent = ctx.kind.agent(renderer, None, ctx.instruction(), None)
-    progress = lambda msg: ctx.log(f"[{stage.name}] {msg}")  # noqa: E731
-    records = score_steps(probes, ctx.env(), ctx.rollout_envs(width), backend, agent, work, config, progress)
+    with ctx.samplers.hold():  # proposing and scoring share one sampler (one vLLM engine)
+        backend, renderer = ctx.samplers.get(policy, ctx.cfg.model.template, width)
+        propose_steps(probes, backend, renderer, Sampling(temperature=0, max_new_tokens=ex.max_new_tokens))
+        config = RolloutConfig(
+            n_samples=pc.probe_samples,
+            sampling=Sampling(
+                pc.probe_temperature, ex.top_p, ex.max_new_tokens, seed=ctx.cfg.seed + round_no
+            ),
+            batch_size=width,
+            max_context=ex.max_context,
+            context_overflow=ex.context_overflow,
+            policy_id=f"probe-{round_no}",
+        )
+        agent = ctx.kind.agent(renderer, None, ctx.instruction(), None)
+        progress = lambda msg: ctx.log(f"[{stage.name}] {msg}")  # noqa: E731
+        records = score_steps(
+            probes, ctx.env(), ctx.rollout_envs(width), backend, agent, work, config, progress
+        )
     write_records(work / "probes.jsonl", records)
     summary = {
         "probes": len(probes),

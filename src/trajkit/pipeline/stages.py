@@ -24,8 +24,10 @@ from trajkit.pipeline.agents import TextAgents, agent_kind
 from trajkit.pipeline.config import RunConfig
 from trajkit.pipeline.envs import EnvSettingError, make_rollout_env, make_run_env
 from trajkit.pipeline.progress import Console
+from trajkit.pipeline.samplers import Samplers
 from trajkit.pipeline.stage import Stage, read_jsonl, write_if_changed, write_jsonl
 from trajkit.policy.backends import Sampling
+from trajkit.train.launch import check_launch_here, train_stage
 
 MODEL_CARD = "trajkit_model.json"
 
@@ -44,6 +46,7 @@ class RunContext:
 
     def __post_init__(self):
         self.kind: TextAgents = agent_kind(self.cfg)
+        self.samplers = Samplers(self.kind)  # rollouts' sampler, stopped when they end
 
     @property
     def dir(self) -> Path:
@@ -95,6 +98,8 @@ def prepare_dir(ctx: RunContext, config_text: str) -> None:
     # What the env refuses (its settings, a split, overlapping splits) ends the run before its
     # config is saved as the folder's: the fixed recipe must not be refused as a different one.
     check_splits(ctx)
+    if ctx.cfg.launch is not None:  # more processes than GPUs, no DeepSpeed: refused before training
+        check_launch_here(ctx.cfg.launch, lora=ctx.cfg.model.lora is not None)
     ctx.dir.mkdir(parents=True, exist_ok=True)
     saved = ctx.dir / "config.yaml"
     if saved.exists() and saved.read_text() != config_text:
@@ -218,7 +223,7 @@ def remember_env(ctx: RunContext, model_dir: Path) -> None:
 
 def _train_sft(ctx: RunContext, work: Path, base: str, data: Path, plan) -> float:
     """SFT of `base` on `data` into `work/model`; returns the seconds it took."""
-    from trajkit.train.sft import SFTRecipe, run_sft
+    from trajkit.train.sft import SFTRecipe
 
     recipe = SFTRecipe(
         **{**_settings(plan.settings), **_run_owned(ctx), "gui_stage": plan.gui_stage},
@@ -227,7 +232,7 @@ def _train_sft(ctx: RunContext, work: Path, base: str, data: Path, plan) -> floa
         output_dir=str(work),
     )
     t0 = time.perf_counter()
-    run_sft(recipe)
+    train_stage("sft", recipe, ctx.cfg.launch, ctx.log)  # in this process, or launched (cfg.launch)
     remember_env(ctx, work / "model")
     return time.perf_counter() - t0
 
@@ -264,7 +269,7 @@ def rollouts(
     from trajkit.rollout import RolloutConfig, run_rollouts
 
     width = ctx.kind.rollout_width(batch_size)
-    backend, renderer = ctx.kind.load_sampler(model, ctx.cfg.model.template, width)
+    backend, renderer = ctx.samplers.get(model, ctx.cfg.model.template, width)
     example = ctx.icl_source() if icl != "none" else None
     agent = ctx.kind.agent(renderer, mode, ctx.instruction(), example, icl_intro=icl == "intro")
     config = RolloutConfig(
@@ -277,7 +282,10 @@ def rollouts(
         policy_id=policy_id,
     )
     envs = ctx.rollout_envs(min(width, max(1, len(tasks) * n_samples)))
-    return run_rollouts(tasks, envs, backend, agent, out_path, config, progress)
+    try:
+        return run_rollouts(tasks, envs, backend, agent, out_path, config, progress)
+    finally:
+        ctx.samplers.done()
 
 
 def rollout_stage(
@@ -363,27 +371,28 @@ def eval_stage(ctx: RunContext, name: str, model: str, policy_id: str) -> dict[s
 
     ev = ctx.cfg.eval
     results: dict[str | None, dict] = {}
-    for mode in ctx.kind.eval_modes():
-        results[mode] = {}
-        for split in ev.splits:
-            trajs = rollout_stage(
-                ctx,
-                f"{name}/{mode}/{split}" if mode else f"{name}/{split}",
-                model,
-                ctx.env().tasks(split)[: ev.limit],
-                Sampling(temperature=0, max_new_tokens=ev.max_new_tokens),
-                ev.batch_size,
-                1,
-                f"{policy_id}-{mode}" if mode else policy_id,
-                ev.max_steps,
-                mode,
-                icl=icl_style(ev),
-            )
-            m = results[mode][split] = summarize(trajs)
-            label = f"{mode} {split}" if mode else split
-            ctx.log(
-                f"[{name}] {label}: success {m['success_rate']:.3f} (n={m['n']}, CI95 {m['success_ci95']})"
-            )
+    with ctx.samplers.hold():  # one sampler (one vLLM engine) for every split and mode
+        for mode in ctx.kind.eval_modes():
+            results[mode] = {}
+            for split in ev.splits:
+                trajs = rollout_stage(
+                    ctx,
+                    f"{name}/{mode}/{split}" if mode else f"{name}/{split}",
+                    model,
+                    ctx.env().tasks(split)[: ev.limit],
+                    Sampling(temperature=0, max_new_tokens=ev.max_new_tokens),
+                    ev.batch_size,
+                    1,
+                    f"{policy_id}-{mode}" if mode else policy_id,
+                    ev.max_steps,
+                    mode,
+                    icl=icl_style(ev),
+                )
+                m = results[mode][split] = summarize(trajs)
+                label = f"{mode} {split}" if mode else split
+                ctx.log(
+                    f"[{name}] {label}: success {m['success_rate']:.3f} (n={m['n']}, CI95 {m['success_ci95']})"
+                )
     saved = results[None] if list(results) == [None] else results
     write_if_changed(ctx.dir / name / "metrics.json", json.dumps(saved, indent=2) + "\n")
     return results
@@ -448,7 +457,7 @@ def pairs_stage(
 
 def dpo_stage(ctx: RunContext, round_no: int, policy: str, sft_model: str, pairs_path: Path) -> str:
     """Masked DPO of the round's policy on its pairs; no pairs: the policy is kept as it is."""
-    from trajkit.train.dpo import DPORecipe, load_pairs, run_dpo
+    from trajkit.train.dpo import DPORecipe, load_pairs
 
     stage = Stage(ctx.dir, f"round-{round_no}/dpo")
     if stage.done:
@@ -469,7 +478,7 @@ def dpo_stage(ctx: RunContext, round_no: int, policy: str, sft_model: str, pairs
         output_dir=str(work),
     )
     t0 = time.perf_counter()
-    run_dpo(recipe)
+    train_stage("dpo", recipe, ctx.cfg.launch, ctx.log)
     remember_env(ctx, work / "model")
     seconds = round(time.perf_counter() - t0, 1)
     stage.commit({"seconds": seconds, "beta": recipe.beta, "learning_rate": recipe.learning_rate})

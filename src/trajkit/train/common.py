@@ -60,16 +60,25 @@ def save_trained_model(trainer, tokenizer, template: str, source_model: str, out
 
     final = out_dir / "model"
     tmp = out_dir / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    acc = trainer.accelerator  # several processes (train.launch): only the main one writes
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
     model = trainer.model
-    (model.merge_and_unload() if isinstance(model, PeftModel) else model).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    card = Path(source_model) / "trajkit_model.json"
-    meta = json.loads(card.read_text()) if card.is_file() else {}
-    meta["template"] = template
-    (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    zero = getattr(getattr(acc.state, "deepspeed_plugin", None), "zero_stage", None)
+    if getattr(acc.state, "fsdp_plugin", None) is not None or zero == 3:
+        trainer.save_model(str(tmp))  # sharded weights: every rank helps gather them, rank 0 writes
+    elif acc.is_main_process:
+        (model.merge_and_unload() if isinstance(model, PeftModel) else model).save_pretrained(tmp)
+    if acc.is_main_process:
+        tokenizer.save_pretrained(tmp)
+        card = Path(source_model) / "trajkit_model.json"
+        meta = json.loads(card.read_text()) if card.is_file() else {}
+        meta["template"] = template
+        (tmp / "trajkit_model.json").write_text(json.dumps(meta, indent=2) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    acc.wait_for_everyone()
     return final
 
 
@@ -90,13 +99,29 @@ def last_good_checkpoint(folder: str | Path) -> str | None:
     for ckpt in candidates:
         try:
             json.loads((ckpt / "trainer_state.json").read_text())
-            has_weights = any(ckpt.glob("*.safetensors")) or any(ckpt.glob("adapter_model.*"))
-            if has_weights and (ckpt / "optimizer.pt").is_file() and (ckpt / "scheduler.pt").is_file():
+            if _complete_weights(ckpt):
                 return str(ckpt)
         except (OSError, json.JSONDecodeError):
             pass
         shutil.rmtree(ckpt, ignore_errors=True)
     return None
+
+
+def _complete_weights(ckpt: Path) -> bool:
+    """Weights, optimizer and scheduler of a checkpoint are all there: the plain layout, FSDP's
+    (`pytorch_model_fsdp*`, `optimizer*.bin` or sharded folders) or DeepSpeed's (`latest` naming a
+    `global_step*` folder that holds model and optimizer states)."""
+    latest = ckpt / "latest"
+    if latest.is_file():
+        tag = ckpt / latest.read_text().strip()
+        return tag.is_dir() and any(tag.glob("*optim_states.pt")) and any(tag.glob("*model_states.pt"))
+    weights = ("*.safetensors", "adapter_model.*", "pytorch_model_fsdp*")
+    optimizer = ("optimizer.pt", "optimizer*.bin", "optimizer_*")
+    return (
+        any(any(ckpt.glob(p)) for p in weights)
+        and any(any(ckpt.glob(p)) for p in optimizer)
+        and (ckpt / "scheduler.pt").is_file()
+    )
 
 
 def load_renamed_checkpoint(trainer, checkpoint: str, model=None) -> bool:
@@ -133,6 +158,8 @@ def load_renamed_checkpoint(trainer, checkpoint: str, model=None) -> bool:
 
 def write_train_log(out_dir: Path, trainer, **extra: Any) -> None:
     """`{out_dir}/train_log.json`: the trainer's log history plus whatever the caller adds."""
+    if not trainer.is_world_process_zero():
+        return  # several processes: their log history is the same, the main one writes it
     log = {"log_history": trainer.state.log_history, **extra}
     (out_dir / "train_log.json").write_text(json.dumps(log, indent=2) + "\n")
 

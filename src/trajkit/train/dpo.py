@@ -306,6 +306,17 @@ def dpo_trainer(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None):
     vision = is_vision_model(recipe.model)
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    loss_types = [recipe.loss_type] + (["sft"] if recipe.nll_weight > 0 else [])
+    loss_weights = [1.0] + ([recipe.nll_weight] if recipe.nll_weight > 0 else [])
+    # Made first: in several processes (train.launch) the arguments set up the process group, and
+    # DeepSpeed ZeRO-3 then shards the weights as they load.
+    args = DPOConfig(
+        **trainer_args(recipe, out_dir),
+        beta=recipe.beta,
+        loss_type=loss_types,
+        loss_weights=loss_weights,
+        precompute_ref_log_probs=True,
+    )
     if vision:
         from trajkit.policy.vlm import load_vlm
         from trajkit.train.vlm import load_trainable_vlm, vlm_collator
@@ -325,18 +336,20 @@ def dpo_trainer(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None):
 
     ref_model = None
     if vision:
-        dataset = _saved_dataset(
-            out_dir, lambda: build_vlm_pair_dataset(pairs, vlm.renderer(), recipe.max_length)
-        )
+        with args.main_process_first(desc="pair dataset"):  # one process writes it, the others read it
+            dataset = _saved_dataset(
+                out_dir, lambda: build_vlm_pair_dataset(pairs, vlm.renderer(), recipe.max_length)
+            )
         if recipe.ref_model and recipe.ref_model != recipe.model:
             ref_model = load_vlm(recipe.ref_model, dtype=recipe.dtype, template=template).model
         # Otherwise TRL scores the reference with the starting policy itself (LoRA: adapters off)
         # in its precompute pass, before any step; no second copy is held.
         collator = VisionPreferenceCollator(vlm_collator(vlm))
     else:
-        dataset = _saved_dataset(
-            out_dir, lambda: build_pair_dataset(pairs, Renderer(tokenizer, template), recipe.max_length)
-        )
+        with args.main_process_first(desc="pair dataset"):
+            dataset = _saved_dataset(
+                out_dir, lambda: build_pair_dataset(pairs, Renderer(tokenizer, template), recipe.max_length)
+            )
         if recipe.ref_model and recipe.ref_model != recipe.model:
             ref_model, _, _ = load_policy(
                 ModelSpec(recipe.ref_model, template, recipe.dtype), trainable=False
@@ -345,15 +358,6 @@ def dpo_trainer(recipe: DPORecipe, pairs: list[dict[str, Any]] | None = None):
             # A frozen copy of the start policy as the reference (kept so text runs stay as they were).
             ref_model, _, _ = load_policy(ModelSpec(recipe.model, template, recipe.dtype), trainable=False)
 
-    loss_types = [recipe.loss_type] + (["sft"] if recipe.nll_weight > 0 else [])
-    loss_weights = [1.0] + ([recipe.nll_weight] if recipe.nll_weight > 0 else [])
-    args = DPOConfig(
-        **trainer_args(recipe, out_dir),
-        beta=recipe.beta,
-        loss_type=loss_types,
-        loss_weights=loss_weights,
-        precompute_ref_log_probs=True,
-    )
     collator_cls, trainer_cls = masked_trainer_classes()
     if not vision:
         collator = collator_cls(pad_token_id=tokenizer.pad_token_id, max_length=recipe.max_length)

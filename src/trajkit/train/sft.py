@@ -58,6 +58,16 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
         )
     out_dir = Path(recipe.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Made first: in several processes (train.launch) the arguments set up the process group, and
+    # DeepSpeed ZeRO-3 then shards the weights as they load.
+    args = SFTConfig(
+        **trainer_args(recipe, out_dir),
+        weight_decay=recipe.weight_decay,
+        packing=recipe.packing,
+        packing_strategy="bfd",
+        padding_free=recipe.packing,
+        dataset_num_proc=None,
+    )
     model, tokenizer, template = load_policy(
         ModelSpec(recipe.model, recipe.template, recipe.dtype, recipe.lora), trainable=True
     )
@@ -69,15 +79,6 @@ def run_sft(recipe: SFTRecipe, trajectories=None) -> Path:
         raise ValueError(f"no trajectories found in {recipe.data}")
     renderer = Renderer(tokenizer, template, mask=recipe.loss_mask)
     dataset = build_sft_dataset(trajectories, renderer, recipe.max_length)
-
-    args = SFTConfig(
-        **trainer_args(recipe, out_dir),
-        weight_decay=recipe.weight_decay,
-        packing=recipe.packing,
-        packing_strategy="bfd",
-        padding_free=recipe.packing,
-        dataset_num_proc=None,
-    )
     throughput = ThroughputCallback()
     trainer = SFTTrainer(
         model=model,
