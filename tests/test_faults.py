@@ -48,9 +48,14 @@ def trajkit_run(recipe: Path, run_dir: Path, **kw) -> subprocess.CompletedProces
 @pytest.mark.parametrize("stage", ["sft", "report"])
 def test_kill_point_resumes_identically(faults, reference, stage):
     work, recipe, ref = reference
-    run_dir = work / f"kill-{stage}"
-    trial = faults.kill_trial(recipe, run_dir, ref, stage, 0.2, work / f"kill-{stage}.log")
-    assert trial["killed_at_s"] is not None, "the run ended before the kill point"
+    # The report stage lasts tens of milliseconds: on a busy machine the watcher can miss it and
+    # the run ends unkilled. Such a trial proves nothing either way, so it is tried afresh.
+    for attempt in range(3):
+        run_dir = work / f"kill-{stage}-{attempt}"
+        trial = faults.kill_trial(recipe, run_dir, ref, stage, 0.2, work / f"kill-{stage}-{attempt}.log")
+        if trial["killed_at_s"] is not None:
+            break
+    assert trial["killed_at_s"] is not None, "the run ended before the kill point, 3 times"
     assert trial["resume_exit"] == 0 and not trial["traceback"]
     result = faults.compare(work / "reference", run_dir)
     assert result["metrics_equal"] and result["tokens_equal"] and result["summary_equal"]
