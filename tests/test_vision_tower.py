@@ -95,6 +95,22 @@ def test_the_tiny_vlm_card_says_its_tower_is_random(grounding):
     assert resolve_freeze_vision(True, str(model)) is True and resolve_freeze_vision(False, "x") is False
 
 
+def test_the_lm_rope_tells_image_rows_and_columns_apart(grounding):
+    """The tower has no absolute position embedding, so where a click goes comes from the LM's
+    M-RoPE over the image grid: its h and w sections must each turn by at least a radian across
+    MiniWoB's grid of 6x8 tokens (at Qwen's rope_theta 10000 the w section turns 0.02 rad)."""
+    from transformers import AutoConfig
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding
+
+    model, _ = grounding
+    config = AutoConfig.from_pretrained(model).text_config
+    rope = Qwen2VLRotaryEmbedding(config)
+    t, h, w = rope.mrope_section
+    assert t + h + w == len(rope.inv_freq)
+    slowest_h, slowest_w = float(rope.inv_freq[t : t + h].min()), float(rope.inv_freq[t + h :].min())
+    assert slowest_h * (8 - 1) >= 1.0 and slowest_w * (6 - 1) >= 1.0
+
+
 def test_freeze_vision_defaults_to_null_and_refuses_non_booleans():
     assert SFTSettings().freeze_vision is None
     with pytest.raises(ValueError, match="freeze_vision"):
