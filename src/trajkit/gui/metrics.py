@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trajkit.data.stats import wilson_interval
 from trajkit.gui.actions import (
     Action,
     ActionParseError,
@@ -85,17 +86,6 @@ def index_by_id(rows: Iterable[Mapping[str, Any]], what: str) -> dict[str, Mappi
 
 # ---------------------------------------------------------------------------------------------
 # reports
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a rate (sound at small n and at 0% / 100%); (0, 0) for n = 0."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass
