@@ -110,7 +110,9 @@ def test_second_run_on_a_busy_folder_is_refused_at_once(faults, tmp_path):
         while not (run_dir / "config.yaml").is_file():  # written once the lock is held
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.05)
-        before = sorted(p.name for p in run_dir.iterdir())
+        # The first run keeps writing (temp files renamed into place, .partial folders): judge the second
+        # run by what the first had settled before it started.
+        config_before = (run_dir / "config.yaml").read_bytes(), (run_dir / "config.yaml").stat().st_mtime_ns
         t0 = time.perf_counter()
         second = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert second.returncode == 2 and time.perf_counter() - t0 < 30
@@ -118,7 +120,9 @@ def test_second_run_on_a_busy_folder_is_refused_at_once(faults, tmp_path):
             f"error: {run_dir}: another trajkit process (pid {first.pid}) is running in this run folder; "
             "wait for it to end, or give another run_dir\n"
         )
-        assert set(before) <= {p.name for p in run_dir.iterdir()}  # it touched nothing it found
+        config_after = (run_dir / "config.yaml").read_bytes(), (run_dir / "config.yaml").stat().st_mtime_ns
+        assert config_after == config_before  # it touched nothing it found
+        assert (run_dir / ".lock").is_file()
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
