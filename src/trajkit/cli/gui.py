@@ -20,6 +20,13 @@ app.add_typer(gui_app, name="gui")
 
 _SCALE_HELP = "coordinate scale of the input: auto, norm (0-1), k (0-1000) or px (needs --width/--height)"
 _SYNTAX_HELP = "input syntax: auto, pyautogui (AGUVIS too), uitars or osatlas"
+_GOLD_HELP = (
+    "gold file (repeatable): trajkit jsonl (id, bbox 0-1, platform, element_type), ScreenSpot-v2 "
+    "json, Mind2Web json in SeeClick's format, or GUI trajectories with metadata.target_boxes (the "
+    "MiniWoB++ oracle's: one record per click step); records without an id are named "
+    "{img_filename}#{index}"
+)
+_GOLD_FORMAT_HELP = "auto, trajkit, screenspot, mind2web or trajectories"
 _SCROLL_HELP = "sign of scroll amounts in the text: pyautogui (positive = up) or inverted"
 
 
@@ -126,11 +133,9 @@ def eval_grounding_command(
     gold: list[str] = typer.Option(
         ...,
         "--gold",
-        help="gold file (repeatable): trajkit jsonl (id, bbox 0-1, platform, element_type), "
-        "ScreenSpot-v2 json, or Mind2Web json in SeeClick's format; records without an id are "
-        "named {img_filename}#{index}",
+        help=_GOLD_HELP,
     ),
-    gold_format: str = typer.Option("auto", "--gold-format", help="auto, trajkit, screenspot or mind2web"),
+    gold_format: str = typer.Option("auto", "--gold-format", help=_GOLD_FORMAT_HELP),
     images: str | None = typer.Option(
         None, "--images", help="folder of the screenshots: each record's image must be there"
     ),
@@ -223,3 +228,44 @@ def eval_clicks_command(
         return
     for line in summary_lines(report):
         typer.echo(line)
+
+
+@gui_app.command("predict-grounding")
+def predict_grounding_command(
+    model: str = typer.Option(..., "--model", help="vision-language model folder or hub id"),
+    gold: list[str] = typer.Option(..., "--gold", help=_GOLD_HELP),
+    out: str = typer.Option(..., "--out", help="predictions jsonl to write (eval-grounding --pred)"),
+    gold_format: str = typer.Option("auto", "--gold-format", help=_GOLD_FORMAT_HELP),
+    images: str | None = typer.Option(None, "--images", help="folder of the screenshots"),
+    image_size: str | None = typer.Option(
+        None, "--image-size", help="W,H of Mind2Web screenshots when --images is not given"
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="prompts per forward pass"),
+    max_new_tokens: int = typer.Option(48, "--max-new-tokens", min=1, help="tokens per answer"),
+) -> None:
+    """Point at each gold record's element: the model's greedy stage-1 answer (screenshot +
+    instruction -> os code) per record, written as predictions for eval-grounding."""
+    from trajkit.data.files import write_text_atomic
+    from trajkit.gui.grounding_data import GOLD_FORMATS, read_gold
+    from trajkit.policy.vlm import load_vlm_sampler
+    from trajkit.rollout.grounding import predict_grounding
+
+    if gold_format not in GOLD_FORMATS:
+        _fail(f"--gold-format: choose one of {', '.join(GOLD_FORMATS)}, got {gold_format!r}")
+    size = _image_size_option(image_size)
+    try:
+        records = read_gold(gold, gold_format, images=images, image_size=size)
+        backend, renderer = load_vlm_sampler(model, batch_size=batch_size)
+        rows = predict_grounding(
+            backend,
+            renderer,
+            records,
+            images=images,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+        write_text_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    except (OSError, ValueError) as err:
+        _fail(str(err))
+    pointed = sum(r["point"] is not None for r in rows)
+    typer.echo(f"wrote {len(rows)} predictions to {out} ({pointed} with a point)")

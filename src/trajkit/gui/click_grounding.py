@@ -21,6 +21,7 @@ from typing import Any
 
 from trajkit.data.schema import AGENT, Trajectory
 from trajkit.gui.actions import ActionParseError, action_point
+from trajkit.gui.grounding_data import task_family
 from trajkit.gui.metrics import Bucket, point_in_box
 from trajkit.gui.prompts import parse_completion
 from trajkit.gui.reasoning import RECIPIENT_ALL
@@ -40,15 +41,6 @@ def step_codes(traj: Trajectory) -> list[str]:
                 codes[-1] = turn.text
         previous_agent = turn.role == AGENT
     return codes
-
-
-def task_family(traj: Trajectory) -> str:
-    """The task without its seed: `metadata.task_name`, else the task id up to its last '/'."""
-    name = traj.metadata.get("task_name")
-    if isinstance(name, str) and name:
-        return name
-    task = traj.task_id or traj.id
-    return task.rsplit("/", 1)[0] if "/" in task else task
 
 
 def _is_box(value: Any) -> bool:

@@ -18,6 +18,14 @@ visible part). Formats:
               select). Actions without a `bbox` are skipped, as SeeClick's evaluation skips them.
               The annotations carry no image size: it comes from the screenshot (`images`) or
               from `image_size`, as SeeClick normalizes by the opened image's size.
+  trajectories  GUI trajectories whose steps record the clicked element's box, as MiniWoB++'s
+              oracle writes them (`metadata.target_boxes`, one per step, 0-1 of the screenshot,
+              None for a step that is not a click): one record per click step, id
+              `{trajectory id}#{step}`, its screenshot the one the step was taken on, its
+              instruction the step's low-level `Action:` line (what stage-1 grounding trains on),
+              platform the trajectory's env and element type its task (seed dropped). The
+              expert's alternatives (a checkbox's label) are not gold: the instruction names the
+              element itself.
 
 A record without an id is named `{img_filename}#{index}`, index being its position in the file
 (for Mind2Web, the action's position counting every action of every episode in order), so
@@ -33,7 +41,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-GOLD_FORMATS = ("auto", "trajkit", "screenspot", "mind2web")
+GOLD_FORMATS = ("auto", "trajkit", "screenspot", "mind2web", "trajectories")
 
 
 class GroundingDataError(ValueError):
@@ -298,11 +306,75 @@ def read_trajkit_gold(path: str | Path, *, images: str | Path | None = None) -> 
     return rows
 
 
+def task_family(traj: Any) -> str:
+    """A trajectory's task without its seed: `metadata.task_name`, else the task id up to its last '/'."""
+    name = traj.metadata.get("task_name")
+    if isinstance(name, str) and name:
+        return name
+    task = traj.task_id or traj.id
+    return task.rsplit("/", 1)[0] if "/" in task else task
+
+
+def read_trajectory_gold(path: str | Path) -> list[dict[str, Any]]:
+    """Grounding records from the click steps of GUI trajectories (the `trajectories` format)."""
+    from trajkit.data.io import DataError
+    from trajkit.gui.samples import grounding_pairs, load_gui_trajectories
+
+    path = Path(path)
+    try:
+        trajectories = load_gui_trajectories([str(path)])
+    except (DataError, OSError, ValueError) as err:
+        raise GroundingDataError(f"{path}: {err}") from None
+    rows: list[dict[str, Any]] = []
+    for traj in trajectories:
+        boxes = traj.metadata.get("target_boxes")
+        where = f"trajectory {traj.id!r}"
+        if not isinstance(boxes, list):
+            raise GroundingDataError(
+                f"{path}: {where}: field 'metadata.target_boxes': missing (not an oracle record?)"
+            )
+        try:
+            pairs = grounding_pairs(traj)
+        except ValueError as err:
+            raise GroundingDataError(f"{path}: {err}") from None
+        if len(boxes) != len(pairs):
+            raise GroundingDataError(
+                f"{path}: {where}: field 'metadata.target_boxes': {len(boxes)} boxes for {len(pairs)} steps"
+            )
+        for step, ((image, pair), box) in enumerate(zip(pairs, boxes, strict=True)):
+            if box is None:
+                continue
+            if not (isinstance(box, list) and len(box) == 4 and all(_num(v) for v in box)):
+                raise GroundingDataError(
+                    f"{path}: {where}: field 'metadata.target_boxes[{step}]': must be [x1, y1, x2, y2] or null"
+                )
+            rows.append(
+                {
+                    "id": f"{traj.id}#{step}",
+                    "bbox": [float(v) for v in box],
+                    "normalized": True,
+                    "platform": traj.env or "gui",
+                    "element_type": task_family(traj),
+                    "instruction": pair.instruction,
+                    "img_filename": image,
+                    "source": "trajectories",
+                }
+            )
+    return rows
+
+
 def detect_format(path: str | Path) -> str:
-    """trajkit (jsonl), screenspot or mind2web, from the file's name and first record."""
+    """trajkit (jsonl), trajectories (jsonl of records with turns), screenspot or mind2web, from the
+    file's name and first record."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        return "trajkit"
+        try:
+            with open(path, encoding="utf-8") as fh:
+                first = next((line for line in fh if line.strip()), "")
+            record = json.loads(first) if first else None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            record = None  # the reader names the problem
+        return "trajectories" if isinstance(record, dict) and "turns" in record else "trajkit"
     data = _load_json(path)
     first = data[0] if isinstance(data, list) and data else None
     if isinstance(first, dict) and "img_filename" in first and "bbox" in first:
@@ -333,6 +405,8 @@ def read_gold(
             rows = read_screenspot(path, images=images)
         elif kind == "mind2web":
             rows = read_mind2web(path, images=images, image_size=image_size)
+        elif kind == "trajectories":
+            rows = read_trajectory_gold(path)
         else:
             rows = read_trajkit_gold(path, images=images)
         for i, row in enumerate(rows):

@@ -1,0 +1,245 @@
+"""Stage-1 grounding on MiniWoB++: does the tiny VLM learn to click the element it is told to?
+
+One run, on CPU, in headless Chromium:
+
+1. the scripted expert plays `--train-seeds` seeds of each task (train seeds) and `--test-seeds`
+   held-out seeds (MiniWoB's test seeds, disjoint from train); every click step records the
+   clicked element's DOM box (`metadata.target_boxes`);
+2. a tiny Qwen2-VL is made from the train corpus (`make_tiny_vlm`, random vision tower);
+3. AGUVIS stage 1 (`gui_stage: grounding`, the tower trained since it starts random) on the train
+   steps, `--max-steps` optimizer steps, wall time measured;
+4. the trained model answers each held-out click step (screenshot + the step's low-level
+   instruction -> `pyautogui.click(x=..., y=...)`, greedy, `rollout.grounding`) and a click is right
+   when it lands inside the target's box (`gui.metrics.evaluate_grounding`), per task and overall
+   with 95% Wilson intervals.
+
+Two references from the same data: `prior`, clicking each task's mean train target centre (what
+position alone earns, no screen read), and the trained model on its own train steps (fit).
+
+    .venv/bin/python benchmarks/gui_grounding.py [--train-seeds 96 --test-seeds 10 --max-steps 4000]
+
+Writes `--out` (default benchmarks/results/gui-grounding-<date>.json) and a Markdown table beside
+it; the work folder is temporary unless `--work` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from trajkit.data.io import write_trajectories
+from trajkit.envs.registry import get_oracle, make_env
+from trajkit.gui.grounding_data import read_trajectory_gold
+from trajkit.gui.metrics import evaluate_grounding
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 0.60
+# MiniWoB++ tasks with a scripted expert whose steps are clicks on one named element.
+CLICK_TASKS = (
+    "click-test",
+    "click-test-2",
+    "click-button",
+    "click-link",
+    "click-tab",
+    "click-dialog",
+    "click-widget",
+    "click-option",
+    "click-checkboxes",
+    "click-collapsible",
+    "focus-text",
+    "focus-text-2",
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default=",".join(CLICK_TASKS), help="comma-separated MiniWoB++ tasks")
+    p.add_argument("--train-seeds", type=int, default=96, help="train seeds per task")
+    p.add_argument("--test-seeds", type=int, default=10, help="held-out seeds per task")
+    p.add_argument("--size", default="xs", help="tiny VLM size (xs, s)")
+    p.add_argument("--max-steps", type=int, default=4000, help="stage-1 optimizer steps")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temp folder)")
+    p.add_argument("--out", type=Path, default=None, help="results .json (a .md is written beside it)")
+    return p.parse_args(argv)
+
+
+def play(tasks: list[str], split: str, n_train: int, n_test: int, out: Path) -> tuple[Path, float]:
+    """The oracle's trajectories of every `split` seed, written to `out`; (path, seconds)."""
+    t0 = time.perf_counter()
+    env = make_env(
+        "miniwob",
+        tasks=tasks,
+        n_train=n_train,
+        n_test=n_test,
+        screenshot_dir=str(out.parent / f"{split}-shots"),
+    )
+    oracle = get_oracle("miniwob")
+    try:
+        trajectories = [oracle(env, task, 0) for task in env.tasks(split)]
+    finally:
+        env.close()
+    failed = [t.id for t in trajectories if not t.success]
+    if failed:
+        print(f"  oracle failed {len(failed)} {split} episodes: {failed[:5]}", file=sys.stderr)
+    write_trajectories(trajectories, out)
+    return out, time.perf_counter() - t0
+
+
+def prior_predictions(train_gold: list[dict], test_gold: list[dict]) -> list[dict]:
+    """Each test record clicked at its task's mean train target centre."""
+    centres: dict[str, list[tuple[float, float]]] = {}
+    for row in train_gold:
+        x1, y1, x2, y2 = row["bbox"]
+        centres.setdefault(row["element_type"], []).append(((x1 + x2) / 2, (y1 + y2) / 2))
+    out = []
+    for row in test_gold:
+        pts = centres.get(row["element_type"], [(0.5, 0.5)])
+        out.append(
+            {
+                "id": row["id"],
+                "point": [statistics.fmean(p[0] for p in pts), statistics.fmean(p[1] for p in pts)],
+            }
+        )
+    return out
+
+
+def stage1(model_dir: Path, data: Path, out_dir: Path, args: argparse.Namespace) -> tuple[Path, dict]:
+    from trajkit.train.sft import SFTRecipe, run_sft
+
+    recipe = SFTRecipe(
+        model=str(model_dir),
+        data=[str(data)],
+        output_dir=str(out_dir),
+        gui_stage="grounding",
+        pack_max_turns=16,
+        freeze_vision=None,  # the tiny VLM's tower starts random: it trains
+        loss_mask="agent",
+        epochs=1000,  # bounded by max_steps
+        max_steps=args.max_steps,
+        learning_rate=args.lr,
+        lr_scheduler="cosine",
+        warmup=0.03,
+        batch_size=args.batch_size,
+        max_length=2048,
+        logging_steps=100,
+        save_steps=args.max_steps + 1,
+        seed=args.seed,
+    )
+    t0 = time.perf_counter()
+    model = run_sft(recipe)
+    seconds = time.perf_counter() - t0
+    log = out_dir / "train_log.json"
+    history = json.loads(log.read_text())["log_history"] if log.is_file() else []
+    losses = [round(h["loss"], 4) for h in history if "loss" in h]
+    return model, {"seconds": round(seconds, 1), "steps": args.max_steps, "losses": losses}
+
+
+def predict(model: Path, gold: list[dict]) -> tuple[list[dict], float]:
+    from trajkit.policy.vlm import load_vlm_sampler
+    from trajkit.rollout.grounding import predict_grounding
+
+    t0 = time.perf_counter()
+    backend, renderer = load_vlm_sampler(str(model), batch_size=32)
+    rows = predict_grounding(backend, renderer, gold, batch_size=32)
+    return rows, time.perf_counter() - t0
+
+
+def table(name: str, report: dict) -> list[str]:
+    def pct(b: dict) -> str:
+        lo, hi = b["ci95"]
+        return f"{100 * b['accuracy']:.1f}% ({b['correct']}/{b['total']}) [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    lines = [f"| {name}: overall | {pct(report)} |"]
+    for task, bucket in sorted(report["by_element_type"].items()):
+        lines.append(f"| {name}: {task} | {pct(bucket)} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tasks = [t for t in args.tasks.split(",") if t]
+    work = args.work or Path(tempfile.mkdtemp(prefix="trajkit-grounding-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    try:
+        train_path, t_train = play(tasks, "train", args.train_seeds, 0, work / "train.jsonl")
+        test_path, t_test = play(tasks, "test", 0, args.test_seeds, work / "test.jsonl")
+        train_gold, test_gold = read_trajectory_gold(train_path), read_trajectory_gold(test_path)
+        print(
+            f"oracle: {len(train_gold)} train / {len(test_gold)} held-out click steps ({t_train + t_test:.0f} s)"
+        )
+
+        from trajkit.data.io import load_trajectories
+        from trajkit.policy.vlm import make_tiny_vlm
+
+        texts = [t.text for traj in load_trajectories(str(train_path)) for t in traj.turns]
+        model_dir = make_tiny_vlm(work / "tiny-vlm", texts, size=args.size, seed=args.seed)
+        model, train_info = stage1(model_dir, train_path, work / "stage1", args)
+        print(f"stage 1: {args.max_steps} steps in {train_info['seconds']:.0f} s")
+
+        test_rows, t_pred = predict(model, test_gold)
+        fit_gold = train_gold[: len(test_gold)]
+        fit_rows, _ = predict(model, fit_gold)
+        reports = {
+            "stage1_heldout": evaluate_grounding(test_rows, test_gold).to_dict(),
+            "prior_heldout": evaluate_grounding(
+                prior_predictions(train_gold, test_gold), test_gold
+            ).to_dict(),
+            "stage1_train_fit": evaluate_grounding(fit_rows, fit_gold).to_dict(),
+        }
+        (work / "heldout_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test_rows))
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    held = reports["stage1_heldout"]
+    result = {
+        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}",
+        "command": "benchmarks/gui_grounding.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "tasks": tasks,
+        "train_steps": len(train_gold),
+        "heldout_steps": len(test_gold),
+        "stage1": train_info,
+        "predict_seconds": round(t_pred, 1),
+        "oracle_seconds": round(t_train + t_test, 1),
+        "target": TARGET,
+        "met": held["accuracy"] >= TARGET and train_info["seconds"] <= 15 * 60,
+        "reports": reports,
+    }
+    out = args.out or ROOT / "benchmarks" / "results" / f"gui-grounding-{started:%Y-%m-%d}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    md = [
+        f"# Stage-1 grounding on MiniWoB++ ({result['date']})",
+        "",
+        f"`{result['command']}` on {result['machine']}.",
+        f"{len(train_gold)} train click steps, {len(test_gold)} held-out; stage 1 "
+        f"{args.max_steps} steps, batch {args.batch_size}, lr {args.lr}: {train_info['seconds']:.0f} s.",
+        f"Target: >= {100 * TARGET:.0f}% held-out within 15 min of training: {'met' if result['met'] else 'not met'}.",
+        "",
+        "| what | clicks inside the target box, 95% CI |",
+        "| --- | --- |",
+        *table("stage 1, held-out", held),
+        *table("prior (task's mean target centre), held-out", reports["prior_heldout"]),
+        f"| stage 1 on its own train steps (fit) | {100 * reports['stage1_train_fit']['accuracy']:.1f}% |",
+    ]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
