@@ -70,13 +70,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--freeze-vision",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="auto: train the tiny VLM's random tower (SFTSettings.freeze_vision null)",
+    )
+    p.add_argument("--freeze-merger", action="store_true", help="with --freeze-vision true: the merger too")
+    p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--work", type=Path, default=None, help="keep the work here (default: a temp folder)")
     p.add_argument("--out", type=Path, default=None, help="results .json (a .md is written beside it)")
     return p.parse_args(argv)
 
 
 def play(tasks: list[str], split: str, n_train: int, n_test: int, out: Path) -> tuple[Path, float]:
-    """The oracle's trajectories of every `split` seed, written to `out`; (path, seconds)."""
+    """The oracle's trajectories of every `split` seed, written to `out`; (path, seconds). A `--work`
+    folder that already holds them for the same tasks and seeds is reused (a second model size or
+    step budget on the same data)."""
+    stamp = out.with_suffix(".played.json")
+    played = {"tasks": tasks, "n_train": n_train, "n_test": n_test}
+    if out.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == played:
+        print(f"  reusing {out}")
+        return out, 0.0
     t0 = time.perf_counter()
     env = make_env(
         "miniwob",
@@ -94,6 +109,7 @@ def play(tasks: list[str], split: str, n_train: int, n_test: int, out: Path) -> 
     if failed:
         print(f"  oracle failed {len(failed)} {split} episodes: {failed[:5]}", file=sys.stderr)
     write_trajectories(trajectories, out)
+    stamp.write_text(json.dumps(played))
     return out, time.perf_counter() - t0
 
 
@@ -124,7 +140,9 @@ def stage1(model_dir: Path, data: Path, out_dir: Path, args: argparse.Namespace)
         output_dir=str(out_dir),
         gui_stage="grounding",
         pack_max_turns=16,
-        freeze_vision=None,  # the tiny VLM's tower starts random: it trains
+        freeze_vision={"auto": None, "true": True, "false": False}[args.freeze_vision],
+        train_merger=not args.freeze_merger,
+        weight_decay=args.weight_decay,
         loss_mask="agent",
         epochs=1000,  # bounded by max_steps
         max_steps=args.max_steps,
@@ -156,6 +174,24 @@ def predict(model: Path, gold: list[dict]) -> tuple[list[dict], float]:
     return rows, time.perf_counter() - t0
 
 
+def vision_spread(model: Path, images: list[str]) -> float:
+    """How much a screen's visual tokens differ from each other, relative to their size: the mean
+    over screens of the per-dimension std across tokens divided by the mean token norm. Near 0, the
+    tower hands the LM the same vector for every token (after the LM's RMSNorm nothing is left to
+    point with)."""
+    import torch
+
+    from trajkit.policy.vlm import VisionInputs, load_vlm
+
+    vlm = load_vlm(str(model))
+    batch = VisionInputs(vlm.image_processor).batch(images)
+    with torch.no_grad():
+        out = vlm.model.model.visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"])
+    feats = out if torch.is_tensor(out) else out.pooler_output
+    feats = feats.reshape(len(images), -1, feats.shape[-1])
+    return float(feats.std(1).mean() / feats.norm(dim=-1).mean())
+
+
 def table(name: str, report: dict) -> list[str]:
     def pct(b: dict) -> str:
         lo, hi = b["ci95"]
@@ -185,10 +221,22 @@ def main(argv: list[str] | None = None) -> int:
         from trajkit.policy.vlm import make_tiny_vlm
 
         texts = [t.text for traj in load_trajectories(str(train_path)) for t in traj.turns]
-        model_dir = make_tiny_vlm(work / "tiny-vlm", texts, size=args.size, seed=args.seed)
-        model, train_info = stage1(model_dir, train_path, work / "stage1", args)
+        run = (
+            f"{args.size}-{args.max_steps}-lr{args.lr:g}-wd{args.weight_decay:g}-seed{args.seed}"
+            f"-freeze{args.freeze_vision}{'-merger' if args.freeze_merger else ''}"
+        )
+        shutil.rmtree(work / f"stage1-{run}", ignore_errors=True)  # a fresh run, never a resumed one
+        model_dir = make_tiny_vlm(
+            work / f"tiny-vlm-{args.size}-seed{args.seed}", texts, size=args.size, seed=args.seed
+        )
+        model, train_info = stage1(model_dir, train_path, work / f"stage1-{run}", args)
         print(f"stage 1: {args.max_steps} steps in {train_info['seconds']:.0f} s")
 
+        shots = sorted({row["img_filename"] for row in test_gold})[:16]
+        spread = {"untrained": vision_spread(model_dir, shots), "stage1": vision_spread(model, shots)}
+        print(
+            f"vision spread (token std / norm): untrained {spread['untrained']:.4f}, stage 1 {spread['stage1']:.4f}"
+        )
         test_rows, t_pred = predict(model, test_gold)
         fit_gold = train_gold[: len(test_gold)]
         fit_rows, _ = predict(model, fit_gold)
@@ -199,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             ).to_dict(),
             "stage1_train_fit": evaluate_grounding(fit_rows, fit_gold).to_dict(),
         }
-        (work / "heldout_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test_rows))
+        (work / f"heldout-{run}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test_rows))
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -214,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout_steps": len(test_gold),
         "stage1": train_info,
         "predict_seconds": round(t_pred, 1),
+        "vision_spread": spread,
         "oracle_seconds": round(t_train + t_test, 1),
         "target": TARGET,
         "met": held["accuracy"] >= TARGET and train_info["seconds"] <= 15 * 60,
@@ -235,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         *table("stage 1, held-out", held),
         *table("prior (task's mean target centre), held-out", reports["prior_heldout"]),
         f"| stage 1 on its own train steps (fit) | {100 * reports['stage1_train_fit']['accuracy']:.1f}% |",
+        "",
+        f"Vision spread (std of a screen's visual tokens / their norm): untrained {spread['untrained']:.4f}, "
+        f"after stage 1 {spread['stage1']:.4f}.",
     ]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
