@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from trajkit.data.stats import mcnemar_exact, paired
 from trajkit.evaluate import wilson_interval
 from trajkit.pipeline import stages as st
 from trajkit.pipeline.config import config_to_yaml, demo_config
@@ -66,25 +66,6 @@ TOY = [  # a few seconds per stage: the CI smoke size
 
 
 # --- statistics ----------------------------------------------------------------------------------
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: b and c are the discordant pairs (baseline only / method
-    only succeeded); under no difference each is Binomial(b + c, 1/2)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
-def paired(base: dict[str, bool], other: dict[str, bool]) -> dict[str, Any]:
-    """Discordant counts and the exact McNemar p over the tasks both were evaluated on."""
-    tasks = sorted(set(base) & set(other))
-    b = sum(base[t] and not other[t] for t in tasks)
-    c = sum(other[t] and not base[t] for t in tasks)
-    return {"n": len(tasks), "baseline_only": b, "method_only": c, "p": mcnemar_exact(b, c)}
-
-
 def rate(outcomes: list[bool]) -> dict[str, Any]:
     n, k = len(outcomes), sum(outcomes)
     lo, hi = wilson_interval(k, n)

@@ -360,3 +360,15 @@ def test_tiny_gui_eto_run_end_to_end_and_resumes(tmp_path):
     again = execute(cfg, config_to_yaml(cfg), log=logs.append)
     assert again == json.loads((run / "summary.json").read_text())
     assert (run / "report.md").stat().st_mtime_ns == before
+
+
+def test_grounding_stage_false_plans_stage2_only():
+    """AGUVIS's "stage 2 only" ablation: planning SFT straight from the base model."""
+    from trajkit.pipeline.agents import agent_kind
+    from trajkit.pipeline.config import demo_config
+
+    both = agent_kind(demo_config("x", gui=True)).sft_plan()
+    assert [(p.name, p.gui_stage) for p in both] == [("sft-stage1", "grounding"), ("sft", "planning")]
+    only = agent_kind(demo_config("x", ["gui.grounding_stage=false"], gui=True)).sft_plan()
+    assert [(p.name, p.gui_stage) for p in only] == [("sft", "planning")]
+    assert only[0].settings == both[1].settings

@@ -1,4 +1,5 @@
-"""Size of a trajectory set: records, turns, characters and, given a tokenizer, tokens."""
+"""Statistics of trajectory sets: size (records, turns, characters, tokens), Wilson intervals and
+the exact McNemar test for paired success."""
 
 from __future__ import annotations
 
@@ -21,6 +22,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: b and c are the discordant pairs (baseline only / method
+    only succeeded); under no difference each is Binomial(b + c, 1/2)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(base: dict[str, bool], other: dict[str, bool]) -> dict[str, Any]:
+    """Discordant counts and the exact McNemar p over the tasks both were evaluated on."""
+    tasks = sorted(set(base) & set(other))
+    b = sum(base[t] and not other[t] for t in tasks)
+    c = sum(other[t] and not base[t] for t in tasks)
+    return {"n": len(tasks), "baseline_only": b, "method_only": c, "p": mcnemar_exact(b, c)}
 
 
 @dataclass

@@ -106,10 +106,8 @@ class GuiAgents(TextAgents):
         def stage(overrides: dict[str, Any]) -> SFTSettings:
             return dataclasses.replace(self.cfg.sft, **overrides)
 
-        return [
-            SFTPlan("sft-stage1", stage(self.gui.stage1), "grounding"),
-            SFTPlan("sft", stage(self.gui.stage2), "planning"),
-        ]
+        grounding = [SFTPlan("sft-stage1", stage(self.gui.stage1), "grounding")] if self.gui.grounding_stage else []
+        return [*grounding, SFTPlan("sft", stage(self.gui.stage2), "planning")]
 
     def make_tiny(self, texts: list[str], out: Path, size: str, seed: int) -> None:
         from trajkit.policy.vlm import make_tiny_vlm

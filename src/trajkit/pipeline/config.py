@@ -131,10 +131,13 @@ class GuiSection:
 
     `model.base: tiny` builds a tiny Qwen2-VL of `model.tiny_size` (xs, s) from the expert corpus;
     else a Qwen2-VL-family folder or hub id. The `sft` section holds what both SFT stages share;
-    `stage1` / `stage2` override it for grounding and planning (the vision encoder is frozen and its
-    merger trained, as AGUVIS, unless a stage sets `freeze_vision: false` / `train_merger: false`).
+    `stage1` / `stage2` override it for grounding and planning (`freeze_vision: null`, the default,
+    freezes a pretrained encoder as AGUVIS and trains a random one; the merger trains unless
+    `train_merger: false`). `grounding_stage: false` skips stage 1 (planning SFT straight from
+    the base model: AGUVIS's "stage 2 only" ablation).
     """
 
+    grounding_stage: bool = True
     stage1: dict[str, Any] = field(default_factory=dict)  # SFTSettings overrides, grounding
     stage2: dict[str, Any] = field(default_factory=dict)  # SFTSettings overrides, planning
     explore_mode: str = "enforced_plan"  # inference mode of exploration
