@@ -106,7 +106,9 @@ class GuiAgents(TextAgents):
         def stage(overrides: dict[str, Any]) -> SFTSettings:
             return dataclasses.replace(self.cfg.sft, **overrides)
 
-        grounding = [SFTPlan("sft-stage1", stage(self.gui.stage1), "grounding")] if self.gui.grounding_stage else []
+        grounding = (
+            [SFTPlan("sft-stage1", stage(self.gui.stage1), "grounding")] if self.gui.grounding_stage else []
+        )
         return [*grounding, SFTPlan("sft", stage(self.gui.stage2), "planning")]
 
     def make_tiny(self, texts: list[str], out: Path, size: str, seed: int) -> None:
