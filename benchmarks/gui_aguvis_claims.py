@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 from trajkit.data.io import load_trajectories
-from trajkit.data.stats import paired, wilson_interval
+from trajkit.data.stats import paired
+from trajkit.data.stats import success_rate as rate
+from trajkit.envs.registry import play_oracle
 from trajkit.gui.click_grounding import score_first_clicks
 from trajkit.pipeline import config_to_yaml, demo_config, execute
 
@@ -45,23 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--split", default="test")
     return p.parse_args(argv)
-
-
-def rate(flags: list[bool]) -> dict:
-    k, n = sum(flags), len(flags)
-    lo, hi = wilson_interval(k, n)
-    return {"k": k, "n": n, "rate": k / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)]}
-
-
-def play_gold(cfg, split: str, folder: Path) -> list:
-    from trajkit.envs.registry import get_oracle, make_env
-
-    env = make_env(cfg.env.name, **{**cfg.env.kwargs, "screenshot_dir": str(folder)})
-    oracle = get_oracle(cfg.env.name)
-    try:
-        return [oracle(env, task, 0) for task in env.tasks(split)[: cfg.eval.limit]]
-    finally:
-        env.close()
 
 
 def first_click_flags(trajs, gold) -> dict[str, bool]:
@@ -86,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         execute(cfg, config_to_yaml(cfg), quiet=True)
         minutes[name] = round((time.perf_counter() - t0) / 60, 1)
         if gold is None:
-            gold = play_gold(cfg, args.split, args.out / "gold-images")
+            gold = play_oracle(
+                cfg.env.name,
+                args.split,
+                cfg.eval.limit,
+                **{**cfg.env.kwargs, "screenshot_dir": str(args.out / "gold-images")},
+            )
         outcomes[name] = {}
         for mode in MODES:
             trajs = load_trajectories(

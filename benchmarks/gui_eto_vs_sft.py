@@ -24,7 +24,9 @@ import tempfile
 from pathlib import Path
 
 from trajkit.data.io import load_trajectories
-from trajkit.data.stats import paired, wilson_interval
+from trajkit.data.stats import paired
+from trajkit.data.stats import success_rate as rate
+from trajkit.envs.registry import play_oracle
 from trajkit.gui.click_grounding import score_first_clicks
 from trajkit.pipeline.config import load_run_config
 
@@ -35,25 +37,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="test")
     p.add_argument("--out", type=Path, default=None, help="results .json (default: RUN_DIR/eto_vs_sft.json)")
     return p.parse_args(argv)
-
-
-def rate(outcomes: list[bool]) -> dict:
-    k, n = sum(outcomes), len(outcomes)
-    lo, hi = wilson_interval(k, n)
-    return {"success": k, "n": n, "rate": k / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)]}
-
-
-def play_gold(cfg, split: str, folder: Path) -> list:
-    """The scripted expert's episodes of the run's `split` tasks (its DOM boxes are the gold)."""
-    from trajkit.envs.registry import get_oracle, make_env
-
-    env = make_env(cfg.env.name, **{**cfg.env.kwargs, "screenshot_dir": str(folder)})
-    oracle = get_oracle(cfg.env.name)
-    try:
-        tasks = env.tasks(split)[: cfg.eval.limit]
-        return [oracle(env, task, 0) for task in tasks]
-    finally:
-        env.close()
 
 
 def ending(traj, max_steps: int) -> str:
@@ -78,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     last = f"round-{rounds[-1]}"
     with tempfile.TemporaryDirectory() as tmp:
-        gold = play_gold(cfg, args.split, Path(tmp))
+        gold = play_oracle(
+            cfg.env.name, args.split, cfg.eval.limit, **{**cfg.env.kwargs, "screenshot_dir": tmp}
+        )
         result: dict = {"run": str(run), "split": args.split, "eto": last, "modes": {}}
         for mode in cfg.gui.eval_modes:
             sides = {
@@ -108,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["| --- | --- | --- | --- | --- |"]
 
     def pct(r: dict) -> str:
-        return f"{100 * r['rate']:.1f}% ({r['success']}/{r['n']}) [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+        return (
+            f"{100 * r['rate']:.1f}% ({r['k']}/{r['n']}) [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"
+        )
 
     for mode, b in result["modes"].items():
         p = b["paired"]

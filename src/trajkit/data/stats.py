@@ -24,6 +24,13 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def success_rate(flags: Sequence[bool]) -> dict[str, Any]:
+    """`{"k", "n", "rate", "ci95"}` of a list of outcomes, the interval Wilson's at 95%."""
+    k, n = sum(bool(f) for f in flags), len(flags)
+    lo, hi = wilson_interval(k, n)
+    return {"k": k, "n": n, "rate": k / n if n else 0.0, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: b and c are the discordant pairs (baseline only / method
     only succeeded); under no difference each is Binomial(b + c, 1/2)."""

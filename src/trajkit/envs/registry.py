@@ -161,6 +161,19 @@ def get_oracle(name: str) -> Factory:
     return resolve_factory(entry.oracle) if isinstance(entry.oracle, str) else entry.oracle
 
 
+def play_oracle(
+    name: str, split: str, limit: int | None = None, expert_seed: int = 0, **env_kwargs: Any
+) -> list:
+    """The scripted expert's episodes of the first `limit` tasks of `split` (all when None), in a
+    fresh env made with `env_kwargs` and closed after."""
+    env = make_env(name, **env_kwargs)
+    oracle = get_oracle(name)
+    try:
+        return [oracle(env, task, expert_seed) for task in env.tasks(split)[:limit]]
+    finally:
+        env.close()
+
+
 register_env(
     "household",
     "trajkit.envs.household:HouseholdEnv",
