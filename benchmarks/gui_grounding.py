@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from trajkit.data.io import write_trajectories
-from trajkit.envs.registry import get_oracle, make_env
+from trajkit.envs.registry import play_oracle
 from trajkit.gui.grounding_data import read_trajectory_gold
 from trajkit.gui.metrics import evaluate_grounding
 
@@ -93,18 +93,14 @@ def play(tasks: list[str], split: str, n_train: int, n_test: int, out: Path) -> 
         print(f"  reusing {out}")
         return out, 0.0
     t0 = time.perf_counter()
-    env = make_env(
+    trajectories = play_oracle(
         "miniwob",
+        split,
         tasks=tasks,
         n_train=n_train,
         n_test=n_test,
         screenshot_dir=str(out.parent / f"{split}-shots"),
     )
-    oracle = get_oracle("miniwob")
-    try:
-        trajectories = [oracle(env, task, 0) for task in env.tasks(split)]
-    finally:
-        env.close()
     failed = [t.id for t in trajectories if not t.success]
     if failed:
         print(f"  oracle failed {len(failed)} {split} episodes: {failed[:5]}", file=sys.stderr)
